@@ -1,0 +1,50 @@
+# Text-to-image retrieval kit (CVPR 2023 FMC Track 2). `make` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PROFILE ?= demo
+RUN ?= runs/latest
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.requirements-stamp
+# Model hubs are unreachable on many machines: never let a run hang on one (override: HF_HUB_OFFLINE=0).
+export HF_HUB_OFFLINE ?= 1
+export PYTHONHASHSEED ?= 0
+export MPLBACKEND ?= Agg
+
+.PHONY: help setup reproduce quick-review promote test bench lab clean
+
+help: ## list the targets
+	@echo "Usage: make TARGET [PROFILE=demo|competition] (first use creates $(VENV) by itself)"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## create .venv with pip (again only when requirements.txt changes)
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	@cp requirements.txt $(STAMP)
+
+reproduce: $(STAMP) ## run the pipeline notebooks into runs/<name>/ (PROFILE=demo by default)
+	$(PY) -m lib.pipeline --profile $(PROFILE)
+
+quick-review: $(STAMP) ## regenerate the submission from best-result-review/ and compare
+	$(PY) -m lib.pipeline --review
+
+promote: $(STAMP) ## copy a run into best-result-review/ (RUN=runs/<name>)
+	$(PY) -m lib.review promote $(RUN)
+
+test: $(STAMP) ## run the test suite (unit tests, notebooks with papermill, nbval record)
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is broken (tests/ missing?)" >&2; fi; \
+	exit $$rc
+
+bench: $(STAMP) ## speed benchmarks against a peer measured in the same run
+	$(PY) -m lib.bench
+
+lab: $(STAMP) ## start Jupyter Lab on the notebooks
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean: ## remove runs and generated demo data (keeps .venv and best-result-review/)
+	rm -rf runs data/demo data/smoke .pytest_cache
