@@ -4,6 +4,7 @@ SHELL := /bin/bash
 
 PROFILE ?= demo
 RUN ?= runs/latest
+ARGS ?=
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -12,6 +13,8 @@ STAMP := $(VENV)/.requirements-stamp
 export HF_HUB_OFFLINE ?= 1
 export PYTHONHASHSEED ?= 0
 export MPLBACKEND ?= Agg
+# The notebooks import `lib` from the repository root whatever their working directory.
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: help setup reproduce quick-review promote test bench lab clean
 
@@ -27,7 +30,7 @@ $(STAMP): requirements.txt
 	@cp requirements.txt $(STAMP)
 
 reproduce: $(STAMP) ## run the pipeline notebooks into runs/<name>/ (PROFILE=demo by default)
-	$(PY) -m lib.pipeline --profile $(PROFILE)
+	$(PY) -m lib.pipeline --profile $(PROFILE) $(ARGS)
 
 quick-review: $(STAMP) ## regenerate the submission from best-result-review/ and compare
 	$(PY) -m lib.pipeline --review

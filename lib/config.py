@@ -33,6 +33,7 @@ class Config:
     runs_root: str = "runs"
     run_name: str = ""  # empty: derived from date, model, lr and batch
     # --- demo generator (demo and smoke profiles only) -----------------------------------
+    generate_demo_data: bool = True  # False: data_root must already hold the organisers' files
     demo_seed: int = 0
     demo_train_size: int = 4000
     demo_val_size: int = 800

@@ -1,0 +1,119 @@
+"""`make reproduce`: execute the numbered notebooks with papermill into one run directory.
+
+The notebooks are the record a person reads; this runner only sequences them, stops at the first
+failure with the notebook's name and the failing cell's error, and keeps the executed copy.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lib import config as config_mod
+from lib import runs
+from lib.config import REPO_ROOT, Config
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+PIPELINE = ("01_prepare", "02_augment", "03_train", "04_infer")
+TIMEOUT_S = {"demo": 1800, "smoke": 600, "competition": 48 * 3600}
+
+
+class NotebookFailed(RuntimeError):
+    """A pipeline notebook raised; the executed copy is kept for reading."""
+
+
+def pipeline_notebooks() -> list[str]:
+    """The steps that exist in this checkout, in order."""
+    return [name for name in PIPELINE if (NOTEBOOK_DIR / f"{name}.ipynb").exists()]
+
+
+def ensure_kernel_env() -> None:
+    """The kernel runs in notebooks/: let it import `lib` and never reach for a model hub."""
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if str(REPO_ROOT) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, paths)])
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def run_notebook(name: str, out_dir: Path, parameters: dict[str, Any], timeout_s: int,
+                 log=print) -> Path:
+    """Execute one notebook with papermill; on failure raise with the cell's error and the copy."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    ensure_kernel_env()
+    source = NOTEBOOK_DIR / f"{name}.ipynb"
+    target = out_dir / f"{name}.ipynb"
+    start = time.monotonic()
+    log(f"[{name}] running -> {target}")
+    try:
+        pm.execute_notebook(
+            str(source), str(target), parameters=parameters, cwd=str(NOTEBOOK_DIR),
+            kernel_name="python3", execution_timeout=timeout_s, progress_bar=False,
+            log_output=False, stdout_file=None, stderr_file=None,
+        )
+    except PapermillExecutionError as err:
+        raise NotebookFailed(
+            f"{name} failed in cell {err.exec_count}: {err.ename}: {err.evalue}\n"
+            f"the executed notebook is kept: {target}"
+        ) from None
+    log(f"[{name}] done in {time.monotonic() - start:.0f} s")
+    return target
+
+
+def run_pipeline(cfg: Config, overrides: dict[str, Any], notebooks: list[str] | None = None,
+                 log=print) -> Path:
+    """Create the run directory and execute the notebooks in order into it."""
+    run_dir = runs.create_run_dir(cfg)
+    runs.save_params(cfg, run_dir)
+    params = {"profile": cfg.profile, "run_dir": str(run_dir), "overrides": overrides}
+    timeout_s = TIMEOUT_S.get(cfg.profile, TIMEOUT_S["competition"])
+    log(f"run directory: {run_dir}")
+    for name in notebooks or pipeline_notebooks():
+        run_notebook(name, run_dir, params, timeout_s, log=log)
+    return run_dir
+
+
+def report(run_dir: Path, log=print) -> None:
+    """The figures a person wants at the end: where things are and the scores."""
+    scores = run_dir / "scores.json"
+    log(f"results: {run_dir}  (also runs/latest)")
+    if (run_dir / "submission.json").exists():
+        log(f"submission: {run_dir / 'submission.json'}")
+    if scores.exists():
+        data = json.loads(scores.read_text())
+        log("scores: " + json.dumps(data, sort_keys=True))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lib.pipeline", description=__doc__)
+    parser.add_argument("--profile", default="demo", help="configs/<profile>.yaml (default demo)")
+    parser.add_argument("--notebooks", nargs="*", help="a subset of: " + " ".join(PIPELINE))
+    parser.add_argument("overrides", nargs="*", help="key=value parameter overrides")
+    args = parser.parse_args(argv)
+    try:
+        overrides = config_mod.parse_overrides(args.overrides)
+        cfg = config_mod.load(args.profile, **overrides)
+        from lib import preflight
+
+        preflight.check(cfg)
+        run_dir = run_pipeline(cfg, overrides, args.notebooks)
+    except (config_mod.ConfigError, runs.RunDirError, NotebookFailed) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except Exception as err:  # preflight's findings and the like: one clear line, no traceback
+        if type(err).__module__.startswith("lib."):
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        raise
+    report(run_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

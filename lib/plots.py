@@ -1,0 +1,58 @@
+"""Figures the notebooks show: image grids with captions, bar charts of counts.
+
+Kept out of the notebooks so that every notebook cell is one call and a look.
+"""
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from lib import images
+
+
+def image_grid(paths: Sequence[Path], captions: Sequence[str], ncols: int = 6, padded: bool = False,
+               width: float = 2.2, wrap: int = 28) -> plt.Figure:
+    """Images with their captions under them; `padded` shows what the model sees (square)."""
+    n = len(paths)
+    nrows = max(1, -(-n // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, width * 1.45 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, path, caption in zip(axes.flat, paths, captions):
+        img = images.read_image(path)
+        ax.imshow(images.pad_to_square(img) if padded else img)
+        ax.set_title("\n".join(textwrap.wrap(caption, wrap)[:5]), fontsize=7, loc="left")
+    fig.tight_layout()
+    return fig
+
+
+def raw_vs_padded(paths: Sequence[Path], captions: Sequence[str], width: float = 2.4) -> plt.Figure:
+    """Each image as stored and as padded to a square: why padding matters for wide cars."""
+    fig, axes = plt.subplots(2, len(paths), figsize=(width * len(paths), width * 2.4), squeeze=False)
+    for col, (path, caption) in enumerate(zip(paths, captions)):
+        img = images.read_image(path)
+        axes[0, col].imshow(img)
+        axes[0, col].set_title("\n".join(textwrap.wrap(caption, 30)[:4]), fontsize=7, loc="left")
+        axes[1, col].imshow(images.pad_to_square(img))
+        axes[1, col].set_title(f"padded {max(img.shape[:2])}²", fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, 0].set_ylabel("raw")
+    axes[1, 0].set_ylabel("padded")
+    fig.tight_layout()
+    return fig
+
+
+def counts_bar(table: pd.DataFrame, column: str, title: str, ax: plt.Axes | None = None) -> plt.Axes:
+    """Horizontal bars of a column's value counts (missing values shown as '(missing)')."""
+    counts = table[column].replace("", "(missing)").fillna("(missing)").value_counts().sort_values()
+    ax = ax or plt.subplots(figsize=(5, 0.22 * len(counts) + 1))[1]
+    counts.plot.barh(ax=ax, color="#4c72b0")
+    ax.set_title(title)
+    ax.set_xlabel("lines")
+    return ax
