@@ -48,6 +48,7 @@ class Config:
     foundation_epochs: int = 6
     foundation_lr: float = 1e-3
     foundation_batch_size: int = 128
+    foundation_warmup_steps: int = 100
     # --- fine-tuning --------------------------------------------------------------------
     batch_size: int = 64
     accum_steps: int = 1
@@ -67,6 +68,8 @@ class Config:
     log_every: int = 20  # steps between out.log lines
     eval_every: int = 1  # epochs between validations
     resume: str = ""  # "" | "latest" | path to a checkpoint
+    save_every_steps: int = 0  # > 0: also write checkpoints/latest.pt every N steps (mid-epoch resume)
+    keep_checkpoints: int = 0  # > 0: keep only the N newest epoch_N.pt (and the best so far); 0: all
     max_bad_image_fraction: float = 0.0  # images that may be missing or corrupt before we stop
     # --- prompts and retrieval ----------------------------------------------------------
     augment: bool = True  # zero-shot completion of car captions before training

@@ -56,3 +56,48 @@ def counts_bar(table: pd.DataFrame, column: str, title: str, ax: plt.Axes | None
     ax.set_title(title)
     ax.set_xlabel("lines")
     return ax
+
+
+def topk_grid(queries: Sequence[str], ranked: Sequence[Sequence[str]], paths: dict[str, Path],
+              relevant: Sequence[set[str]] | None = None, k: int = 5, width: float = 1.6) -> plt.Figure:
+    """One row per query: its text, then its k best images (green frame: relevant, red: not)."""
+    fig, axes = plt.subplots(len(queries), k + 1, figsize=(width * (k + 2), width * 1.15 * len(queries)),
+                             squeeze=False, gridspec_kw={"width_ratios": [2] + [1] * k})
+    for row, (query, names) in enumerate(zip(queries, ranked)):
+        axes[row, 0].text(0, 0.5, "\n".join(textwrap.wrap(query, 34)[:6]), fontsize=7, va="center")
+        for col, name in enumerate(names[:k], start=1):
+            ax = axes[row, col]
+            ax.imshow(images.pad_to_square(images.read_image(paths[name])))
+            if relevant is not None:
+                colour = "#2ca02c" if name in relevant[row] else "#d62728"
+                for side in ax.spines.values():
+                    side.set_edgecolor(colour)
+                    side.set_linewidth(3)
+            ax.set_title(name, fontsize=6)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes[:, 0]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(rows: Sequence[dict], title: str = "") -> plt.Figure:
+    """Loss, learning rate and val mAP@10 by epoch, from metrics.jsonl rows (epoch 0 = start)."""
+    table = pd.DataFrame(rows).set_index("epoch")
+    panels = [("loss", ["train_loss", "val_loss"]), ("learning rate", ["lr"]),
+              ("val mAP@10", ["val_map10_official", "val_map10_standard", "val_car_map10_official",
+                              "val_person_map10_official"])]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
+    for ax, (name, columns) in zip(axes, panels):
+        present = [c for c in columns if c in table and table[c].notna().any()]
+        for column in present:
+            ax.plot(table.index, table[column], marker="o", label=column)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        if present:
+            ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

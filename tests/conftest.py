@@ -19,7 +19,8 @@ def smoke_workspace(tmp_path_factory) -> dict:
     overrides = {"data_root": str(root / "data"), "runs_root": str(root / "runs"),
                  "pretrained": str(root / "data" / "foundation" / "foundation.pt"),
                  "run_name": "smoke-run"}
-    return {"root": root, "overrides": overrides, "executed": {}}
+    return {"root": root, "overrides": overrides, "executed": {},
+            "parameters": {"expect_improvement": False}}  # one smoke epoch promises no gain
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +31,10 @@ def smoke_notebook(smoke_workspace):
     cfg = config.load("smoke", **smoke_workspace["overrides"])
     executed = smoke_workspace["executed"]
 
+    def params(run_dir: Path) -> dict:
+        return {"profile": "smoke", "run_dir": str(run_dir), "overrides": smoke_workspace["overrides"],
+                **smoke_workspace["parameters"]}
+
     def run(name: str) -> Path:
         if name not in executed:
             if "run_dir" not in smoke_workspace:
@@ -37,12 +42,8 @@ def smoke_notebook(smoke_workspace):
             run_dir = smoke_workspace["run_dir"]
             for step in pipeline.PIPELINE[: pipeline.PIPELINE.index(name)]:
                 if step not in executed and (pipeline.NOTEBOOK_DIR / f"{step}.ipynb").exists():
-                    executed[step] = pipeline.run_notebook(
-                        step, run_dir, {"profile": "smoke", "run_dir": str(run_dir),
-                                        "overrides": smoke_workspace["overrides"]}, timeout_s=600)
-            executed[name] = pipeline.run_notebook(
-                name, run_dir, {"profile": "smoke", "run_dir": str(run_dir),
-                                "overrides": smoke_workspace["overrides"]}, timeout_s=600)
+                    executed[step] = pipeline.run_notebook(step, run_dir, params(run_dir), timeout_s=600)
+            executed[name] = pipeline.run_notebook(name, run_dir, params(run_dir), timeout_s=600)
         return executed[name]
 
     return run

@@ -23,3 +23,26 @@ def test_01_prepare_writes_checked_tables(smoke_notebook, smoke_workspace):
     assert vocab["types"] and vocab["colours"] and vocab["brands"]
     gt_lines = (run_dir / "data" / "val_gt.txt").read_text(encoding="utf-8").splitlines()
     assert len(gt_lines) == len(pd.read_csv(run_dir / "data" / "val.csv"))
+
+
+def test_03_train_writes_checkpoints_and_curves(smoke_notebook, smoke_workspace):
+    executed = smoke_notebook("03_train")
+    run_dir = smoke_workspace["run_dir"]
+    assert "best epoch" in _outputs_text(executed)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1], "evaluated at the start and after the one smoke epoch"
+    assert all(0.0 <= r["val_map10_official"] <= 1.0 for r in rows)
+    assert (run_dir / "checkpoints" / "epoch_1.pt").exists()
+
+
+def test_04_infer_writes_a_valid_scored_submission(smoke_notebook, smoke_workspace):
+    executed = smoke_notebook("04_infer")
+    run_dir = smoke_workspace["run_dir"]
+    assert "submission OK" in _outputs_text(executed)
+    scores = json.loads((run_dir / "scores.json").read_text())
+    assert scores["checkpoint"] == "epoch_1.pt", "infer must pick the fine-tuned checkpoint"
+    assert {"map10_official", "map10_standard", "car_map10_official", "person_map10_official"} <= set(scores["val"])
+    assert "map10_official" in scores["test"], "the demo knows its test answers and scores them"
+    results = json.loads((run_dir / "submission.json").read_text())["results"]
+    queries = (smoke_workspace["root"] / "data" / "test" / "test_text.txt").read_text(encoding="utf-8").splitlines()
+    assert [r["text"] for r in results] == queries

@@ -1,0 +1,52 @@
+"""The demo's stand-in for LAION weights: a tiny CLIP pretrained by the kit on its own corpus.
+
+Zero-shot caption completion and fine-tuning need a model that already knows something. The demo
+makes one from a separate synthetic corpus with complete captions (never the train/val/test
+images), once, with the same training loop as fine-tuning, and keeps it with its checksum.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from lib import labels, model
+from lib.config import Config
+from lib.prepare import portable
+from lib.train import train
+
+CORPUS_LABELS = Path("corpus") / "corpus_label.txt"
+CORPUS_IMAGES = Path("corpus") / "corpus_images"
+
+
+def corpus_table(data_root: Path) -> pd.DataFrame:
+    table = labels.read_labels(data_root / CORPUS_LABELS)
+    image_dir = data_root / CORPUS_IMAGES
+    return pd.DataFrame({"filepath": [portable(image_dir / n) for n in table["image"]],
+                         "title": table["text"]})
+
+
+def pretraining_config(cfg: Config) -> Config:
+    """Fine-tuning's loop with the foundation's own knobs: random init, a full cosine schedule,
+    resuming where an interrupted pretraining stopped (a fresh start when there is nothing)."""
+    return cfg.replace(pretrained="", pretrained_sha256="", lr=cfg.foundation_lr,
+                       batch_size=cfg.foundation_batch_size, warmup_steps=cfg.foundation_warmup_steps,
+                       schedule_epochs=cfg.foundation_epochs, stop_epoch=cfg.foundation_epochs,
+                       accum_steps=1, resume="latest", eval_every=cfg.foundation_epochs)
+
+
+def ensure_foundation(cfg: Config, progress: bool = True) -> Path:
+    """The foundation checkpoint at cfg.pretrained, pretrained now if missing (resumes if cut off)."""
+    target = cfg.path("pretrained")
+    if target.is_file():
+        model.verify_file(target, cfg.pretrained_sha256 or "")
+        return target
+    if not cfg.generate_demo_data:
+        raise FileNotFoundError(f"{target} does not exist and this profile does not generate demo data")
+    work_dir = target.parent / "pretraining"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    result = train(pretraining_config(cfg), work_dir, corpus_table(cfg.path("data_root")),
+                   progress=progress)
+    state = model.load_checkpoint(result.checkpoints[-1])
+    model.save_checkpoint(target, {"name": cfg.model, "epoch": state["epoch"], "state_dict": state["state_dict"]})
+    return target
