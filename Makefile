@@ -37,14 +37,16 @@ quick-review: $(STAMP) ## regenerate the submission from best-result-review/ and
 
 promote: $(STAMP) ## copy a run into best-result-review/ (RUN=runs/<name>)
 	$(PY) -m lib.review promote $(RUN)
+	$(PY) -m lib.pipeline --review --record
 
 test: $(STAMP) ## run the test suite (unit tests, notebooks with papermill, nbval record)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is broken (tests/ missing?)" >&2; fi; \
 	exit $$rc
 
-bench: $(STAMP) ## speed benchmarks against a peer measured in the same run
-	$(PY) -m lib.bench
+bench: $(STAMP) ## speed benchmarks against a peer measured in the same run (ARGS=--quick: seconds)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements-bench.txt
+	$(PY) -m lib.bench $(ARGS)
 
 lab: $(STAMP) ## start Jupyter Lab on the notebooks
 	$(VENV)/bin/jupyter lab notebooks/

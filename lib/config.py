@@ -38,17 +38,17 @@ class Config:
     demo_train_size: int = 4000
     demo_val_size: int = 800
     demo_test_size: int = 800
-    demo_corpus_size: int = 20000  # separate corpus the tiny foundation model is pretrained on
+    demo_corpus_size: int = 12000  # separate corpus the tiny foundation model is pretrained on
     # --- model --------------------------------------------------------------------------
     model: str = "kit-tiny-vit"
     pretrained: str = "data/demo/foundation/foundation.pt"  # open_clip tag, file or local-dir:
     pretrained_sha256: str = ""  # when set, a checkpoint whose sha256 differs is refused
     image_size: int = 0  # 0: the model's own input size
     # --- foundation pretraining (demo stand-in for LAION weights) ------------------------
-    foundation_epochs: int = 6
+    foundation_epochs: int = 2
     foundation_lr: float = 1e-3
     foundation_batch_size: int = 128
-    foundation_warmup_steps: int = 100
+    foundation_warmup_steps: int = 50
     # --- fine-tuning --------------------------------------------------------------------
     batch_size: int = 64
     accum_steps: int = 1

@@ -6,6 +6,8 @@ images), once, with the same training loop as fine-tuning, and keeps it with its
 """
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -35,18 +37,38 @@ def pretraining_config(cfg: Config) -> Config:
                        accum_steps=1, resume="latest", eval_every=cfg.foundation_epochs)
 
 
+def recipe(cfg: Config) -> dict:
+    """What the foundation checkpoint is a function of: the corpus and the pretraining knobs."""
+    manifest = cfg.path("data_root") / "MANIFEST.json"
+    keys = ("model", "seed", "foundation_epochs", "foundation_lr", "foundation_batch_size",
+            "foundation_warmup_steps", "precision")
+    return {"corpus_manifest_sha256": model.sha256_file(manifest) if manifest.exists() else "",
+            **{k: getattr(cfg, k) for k in keys}}
+
+
 def ensure_foundation(cfg: Config, progress: bool = True) -> Path:
-    """The foundation checkpoint at cfg.pretrained, pretrained now if missing (resumes if cut off)."""
+    """The foundation checkpoint at cfg.pretrained, pretrained now if missing or made from another
+    corpus or recipe (a pretraining cut off midway resumes)."""
     target = cfg.path("pretrained")
-    if target.is_file():
+    recipe_path = target.with_name(target.name + ".recipe.json")
+    wanted = recipe(cfg)
+    if target.is_file() and (not cfg.generate_demo_data or _read_json(recipe_path) == wanted):
         model.verify_file(target, cfg.pretrained_sha256 or "")
         return target
     if not cfg.generate_demo_data:
         raise FileNotFoundError(f"{target} does not exist and this profile does not generate demo data")
     work_dir = target.parent / "pretraining"
+    if _read_json(work_dir / "recipe.json") != wanted and work_dir.exists():
+        shutil.rmtree(work_dir)  # a half-done pretraining of another corpus cannot be resumed
     work_dir.mkdir(parents=True, exist_ok=True)
+    (work_dir / "recipe.json").write_text(json.dumps(wanted, indent=1) + "\n")
     result = train(pretraining_config(cfg), work_dir, corpus_table(cfg.path("data_root")),
                    progress=progress)
     state = model.load_checkpoint(result.checkpoints[-1])
     model.save_checkpoint(target, {"name": cfg.model, "epoch": state["epoch"], "state_dict": state["state_dict"]})
+    recipe_path.write_text(json.dumps(wanted, indent=1) + "\n")
     return target
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None

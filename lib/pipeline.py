@@ -79,6 +79,23 @@ def run_pipeline(cfg: Config, overrides: dict[str, Any], notebooks: list[str] | 
     return run_dir
 
 
+def run_review(record: bool = False, log=print) -> Path:
+    """Execute 05_quick_review on best-result-review/ (into it when `record`, after a promote)."""
+    from lib import review
+
+    if not (review.REVIEW_DIR / "params.yaml").exists():
+        raise NotebookFailed(f"{review.REVIEW_DIR} holds no record yet: make promote RUN=runs/<name>")
+    out_dir = REPO_ROOT / "runs" / "quick-review"
+    target_dir = review.REVIEW_DIR if record else out_dir.parent / "quick-review-notebook"
+    target_dir.mkdir(parents=True, exist_ok=True)
+    params = {"review_dir": str(review.REVIEW_DIR.relative_to(REPO_ROOT)),
+              "out_dir": str(out_dir.relative_to(REPO_ROOT))}
+    path = run_notebook("05_quick_review", target_dir, params, TIMEOUT_S["demo"], log=log)
+    log(f"quick review passed: the submission regenerated from {review.REVIEW_DIR.name}/ matches; "
+        f"executed notebook: {path}")
+    return path
+
+
 def report(run_dir: Path, log=print) -> None:
     """The figures a person wants at the end: where things are and the scores."""
     scores = run_dir / "scores.json"
@@ -94,8 +111,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lib.pipeline", description=__doc__)
     parser.add_argument("--profile", default="demo", help="configs/<profile>.yaml (default demo)")
     parser.add_argument("--notebooks", nargs="*", help="a subset of: " + " ".join(PIPELINE))
+    parser.add_argument("--review", action="store_true", help="run 05_quick_review on best-result-review/")
+    parser.add_argument("--record", action="store_true", help="with --review: write the executed copy into the record")
     parser.add_argument("overrides", nargs="*", help="key=value parameter overrides")
     args = parser.parse_args(argv)
+    if args.review:
+        try:
+            run_review(record=args.record)
+        except NotebookFailed as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        return 0
     try:
         overrides = config_mod.parse_overrides(args.overrides)
         cfg = config_mod.load(args.profile, **overrides)

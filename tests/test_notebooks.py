@@ -25,6 +25,17 @@ def test_01_prepare_writes_checked_tables(smoke_notebook, smoke_workspace):
     assert len(gt_lines) == len(pd.read_csv(run_dir / "data" / "val.csv"))
 
 
+def test_02_augment_completes_car_captions_only(smoke_notebook, smoke_workspace):
+    executed = smoke_notebook("02_augment")
+    run_dir = smoke_workspace["run_dir"]
+    assert "train_augmented.csv OK" in _outputs_text(executed)
+    table = pd.read_csv(run_dir / "data" / "train_augmented.csv", keep_default_na=False)
+    cars = table[table["kind"] == "car"]
+    changed = cars[cars["title"] != cars["original_title"]]
+    assert len(changed) > 0, "the smoke data has car captions without a type: some must be completed"
+    assert (changed["filled_type"] != "").any() or (changed["filled_colour"] != "").any()
+
+
 def test_03_train_writes_checkpoints_and_curves(smoke_notebook, smoke_workspace):
     executed = smoke_notebook("03_train")
     run_dir = smoke_workspace["run_dir"]
