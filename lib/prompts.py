@@ -1,4 +1,9 @@
-"""Prompts: how query texts are rewritten before encoding (query policies).
+"""Prompts: how car captions are composed (training) and query texts rewritten (query policies).
+
+Car captions: `compose_car_caption` writes "{prefix}{colour} {brand} {type}" as the organisers do,
+with the prefix's article agreeing with the new first word (`fit_article`); the zero-shot
+augmentation (lib.augment) completes training captions with it, so a completed caption reads like
+a test query ("This is a grey Chery Sedan.").
 
 The reference solution (A3R) tried two rewrites of the CAR queries at inference:
 - `strip_prefix` (its best A-board variant): "This is a grey Chery Sedan." -> "grey Chery Sedan";
@@ -15,6 +20,7 @@ reference also cut the last character of every person query; we do not: persons 
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 POLICIES = ("none", "strip_prefix", "surveillance")
@@ -23,6 +29,38 @@ KINDS = ("car", "person")
 # "This is an " is never read as "This is a " + "n...".
 CAR_PREFIXES = ("This is an ", "This is a ", "An ", "A ")
 SURVEILLANCE_SUFFIX = " image taken by traffic surveillance cameras"
+_ARTICLE_END = re.compile(r"(^|\s)(an?|An?) $")  # a prefix ending in its article: "A ", "This is an "
+
+
+def article(word: str) -> str:
+    """"an" before a vowel LETTER, else "a": the organisers' rule (by letter, not sound).
+
+    In the 3,413 real val car captions "An"/"This is an" occur only before "orange" (250 times), and
+    a bare type is "A SUV." (95 times), never "An SUV.".
+    """
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def fit_article(prefix: str, first_word: str) -> str:
+    """The prefix with its article agreeing with `first_word`; case kept ("A " + "orange" -> "An ").
+
+    A prefix without a final article ("" or anything else) is returned as it is.
+    """
+    found = _ARTICLE_END.search(prefix)
+    if not found:
+        return prefix
+    new = article(first_word)
+    new = new.capitalize() if found.group(2)[0] == "A" else new
+    return prefix[:found.start(2)] + new + " "
+
+
+def compose_car_caption(prefix: str, colour: str | None, brand: str | None, type_: str | None,
+                        period: bool = True) -> str:
+    """"{prefix}{colour} {brand} {type}" with absent fields skipped, the article fitted, "." if `period`."""
+    words = [w for w in (colour, brand, type_) if w]
+    if not words:
+        raise ValueError(f"a car caption needs a colour, brand or type (prefix {prefix!r})")
+    return fit_article(prefix, words[0]) + " ".join(words) + ("." if period else "")
 
 
 def drop_final_period(text: str) -> str:
