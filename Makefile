@@ -12,7 +12,6 @@ STAMP := $(VENV)/.requirements-stamp
 # Model hubs are unreachable on many machines: never let a run hang on one (override: HF_HUB_OFFLINE=0).
 export HF_HUB_OFFLINE ?= 1
 export PYTHONHASHSEED ?= 0
-export MPLBACKEND ?= Agg
 # The notebooks import `lib` from the repository root whatever their working directory.
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 

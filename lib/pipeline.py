@@ -37,7 +37,7 @@ def ensure_kernel_env() -> None:
     if str(REPO_ROOT) not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, paths)])
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("MPLBACKEND", "Agg")
+    os.environ.pop("MPLBACKEND", None)  # a kernel shows figures with its inline backend only
 
 
 def run_notebook(name: str, out_dir: Path, parameters: dict[str, Any], timeout_s: int,
@@ -67,11 +67,11 @@ def run_notebook(name: str, out_dir: Path, parameters: dict[str, Any], timeout_s
 
 
 def run_pipeline(cfg: Config, overrides: dict[str, Any], notebooks: list[str] | None = None,
-                 log=print) -> Path:
+                 log=print, extra_parameters: dict[str, Any] | None = None) -> Path:
     """Create the run directory and execute the notebooks in order into it."""
     run_dir = runs.create_run_dir(cfg)
     runs.save_params(cfg, run_dir)
-    params = {"profile": cfg.profile, "run_dir": str(run_dir), "overrides": overrides}
+    params = {"profile": cfg.profile, "run_dir": str(run_dir), "overrides": overrides, **(extra_parameters or {})}
     timeout_s = TIMEOUT_S.get(cfg.profile, TIMEOUT_S["competition"])
     log(f"run directory: {run_dir}")
     for name in notebooks or pipeline_notebooks():

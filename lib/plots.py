@@ -101,3 +101,9 @@ def training_curves(rows: Sequence[dict], title: str = "") -> plt.Figure:
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def shown(fig: plt.Figure) -> plt.Figure:
+    """Close a figure so that only the cell's result displays it (exactly once, as nbval expects)."""
+    plt.close(fig)
+    return fig

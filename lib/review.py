@@ -111,7 +111,31 @@ def promote(run_dir: Path, review_dir: Path = REVIEW_DIR) -> Path:
         (review_dir / "checkpoint.json").write_text(json.dumps(info, indent=1) + "\n")
         pinned.insert(0, review_dir / "checkpoint.json")
     write_checksums(review_dir, pinned)
+    (review_dir / "README.md").write_text(RECORD_README.format(run=run_dir.name, profile=cfg.profile,
+                                                               epoch=weights["epoch"], sha=digest))
     return review_dir
+
+
+RECORD_README = """# best-result-review/: the record of the best run
+
+Promoted from `runs/{run}` (profile `{profile}`, fine-tuned epoch {epoch}) by `make promote`.
+
+| file | what |
+|---|---|
+| `params.yaml` | every parameter of the run, with the code version and library versions (`_run`) |
+| `out.log`, `metrics.jsonl` | the training log and the per-epoch validation figures |
+| `submission.json`, `scores.json` | the submission and its scores (val; test on the demo) |
+| `checkpoint.pt` | the weights that made the submission (sha256 `{sha}`) |
+| `checksums.sha256` | sha256 of the checkpoint, submission, parameters and data files |
+| `01_*`..`04_*.ipynb` | the executed pipeline notebooks of the run |
+| `05_quick_review.ipynb` | the executed review: the record `make test` reruns with nbval |
+
+To review it: `make quick-review`. It regenerates the demo data from its seed when missing,
+verifies every checksum (a mismatch stops and names both values), regenerates the submission from
+`checkpoint.pt` on `params.yaml`, and says whether it matches `submission.json` query by query.
+A competition record has `checkpoint.json` (file name, size, sha256) instead of the weights when they
+are too large for git: download the file, put it here as `checkpoint.pt`, then run the review.
+"""
 
 
 def review_config(review_dir: Path = REVIEW_DIR, **overrides) -> Config:

@@ -57,3 +57,35 @@ def test_04_infer_writes_a_valid_scored_submission(smoke_notebook, smoke_workspa
     results = json.loads((run_dir / "submission.json").read_text())["results"]
     queries = (smoke_workspace["root"] / "data" / "test" / "test_text.txt").read_text(encoding="utf-8").splitlines()
     assert [r["text"] for r in results] == queries
+
+
+def test_a_second_identical_run_writes_the_same_submission_bytes(smoke_notebook, smoke_workspace):
+    """Same parameters and seed on CPU: the whole pipeline again, byte-identical submission."""
+    from lib import config, pipeline
+
+    first = smoke_workspace["run_dir"]
+    smoke_notebook("04_infer")
+    cfg = config.load("smoke", **{**smoke_workspace["overrides"], "run_name": "smoke-run-again"})
+    again = pipeline.run_pipeline(cfg, {**smoke_workspace["overrides"], "run_name": "smoke-run-again"},
+                                  extra_parameters=smoke_workspace["parameters"], log=lambda *_: None)
+    assert (again / "submission.json").read_bytes() == (first / "submission.json").read_bytes()
+    assert (again / "data" / "train_augmented.csv").read_bytes() == (first / "data" / "train_augmented.csv").read_bytes()
+
+
+def test_competition_profile_runs_end_to_end_on_a_miniature(smoke_notebook, smoke_workspace):
+    """The competition path (no generated data, organisers' layout) with the model made tiny."""
+    from lib import config, pipeline
+
+    smoke_notebook("01_prepare")  # makes the miniature dataset and its foundation model
+    root = smoke_workspace["root"]
+    overrides = {"data_root": str(root / "data"), "runs_root": str(root / "runs"), "run_name": "competition-mini",
+                 "model": "kit-tiny-vit", "pretrained": smoke_workspace["overrides"]["pretrained"],
+                 "batch_size": 16, "eval_batch_size": 32, "warmup_steps": 2, "schedule_epochs": 2,
+                 "stop_epoch": 1, "workers": 0, "log_every": 2}
+    cfg = config.load("competition", **overrides)
+    assert not cfg.generate_demo_data and cfg.profile == "competition"
+    run_dir = pipeline.run_pipeline(cfg, overrides, extra_parameters=smoke_workspace["parameters"],
+                                    log=lambda *_: None)
+    scores = json.loads((run_dir / "scores.json").read_text())
+    assert scores["checkpoint"] == "epoch_1.pt" and "map10_official" in scores["val"]
+    assert (run_dir / "submission.json").exists()
