@@ -17,6 +17,7 @@ import pandas as pd
 from lib import config as config_mod
 from lib import model
 from lib.config import REPO_ROOT, Config
+from lib.prepare import portable
 
 REVIEW_DIR = REPO_ROOT / "best-result-review"
 CHECKSUMS = "checksums.sha256"
@@ -40,13 +41,6 @@ def data_files(cfg: Config) -> list[Path]:
     return [root / n for n in names if (root / n).exists()]
 
 
-def _relative(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path.resolve())
-
-
 def sha256(path: Path) -> str:
     return model.sha256_file(path)
 
@@ -55,7 +49,7 @@ def write_checksums(review_dir: Path, files: list[Path]) -> Path:
     """sha256sum format; record files relative to the record, data files relative to the repo."""
     lines = []
     for path in files:
-        name = path.name if path.parent == review_dir else _relative(path)
+        name = path.name if path.parent == review_dir else portable(path)
         lines.append(f"{sha256(path)}  {name}")
     target = review_dir / CHECKSUMS
     target.write_text("\n".join(lines) + "\n")
