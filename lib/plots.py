@@ -18,6 +18,11 @@ def image_grid(paths: Sequence[Path], captions: Sequence[str], ncols: int = 6, p
                width: float = 2.2, wrap: int = 28) -> plt.Figure:
     """Images with their captions under them; `padded` shows what the model sees (square)."""
     n = len(paths)
+    if n == 0:  # e.g. augmentation switched off: say so instead of failing
+        fig, ax = plt.subplots(figsize=(width * 2, width / 2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no images to show", ha="center", va="center")
+        return fig
     nrows = max(1, -(-n // ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, width * 1.45 * nrows), squeeze=False)
     for ax in axes.flat:
@@ -52,7 +57,10 @@ def counts_bar(table: pd.DataFrame, column: str, title: str, ax: plt.Axes | None
     """Horizontal bars of a column's value counts (missing values shown as '(missing)')."""
     counts = table[column].replace("", "(missing)").fillna("(missing)").value_counts().sort_values()
     ax = ax or plt.subplots(figsize=(5, 0.22 * len(counts) + 1))[1]
-    counts.plot.barh(ax=ax, color="#4c72b0")
+    if counts.empty:
+        ax.text(0.5, 0.5, "no rows", ha="center", va="center", transform=ax.transAxes)
+    else:
+        counts.plot.barh(ax=ax, color="#4c72b0")
     ax.set_title(title)
     ax.set_xlabel("lines")
     return ax
