@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -124,7 +125,7 @@ def bench_train(cfg: Config, image_paths: list[Path], captions: list[str], workd
             if len(stamps) != warmup + steps + 1:
                 raise AssertionError(f"{side}: {len(stamps)} optimizer steps, expected {warmup + steps + 1}")
             rates[side].append(samples_per_s(stamps, batch, warmup))
-    summary = {side: {"best_samples_per_s": max(v), "median_samples_per_s": sorted(v)[len(v) // 2],
+    summary = {side: {"best_samples_per_s": max(v), "median_samples_per_s": statistics.median(v),
                       "runs_samples_per_s": [round(x, 2) for x in v],
                       "runs_wall_s_with_startup": walls[side]} for side, v in rates.items()}
     return {"model": cfg.model, "batch_size": batch, "workers": cfg.workers, "precision": "fp32",
