@@ -228,8 +228,11 @@ def table(results: dict[str, Any], info: dict[str, Any]) -> str:
             f"{info['torch_threads']} threads (both sides); load average {info['load_avg_1min']} at start, "
             f"{info.get('load_avg_1min_end', '?')} at end",
             "figures: best of the alternated runs after a warm-up (medians in the JSON)"
-            + ("\nWARNING: the machine was busy (load average >= half its cores before the bench): other "
-               "processes took CPU time from both sides, the figures are noisy" if info.get("busy") else ""),
+            + ("\n--quick: tiny sizes check the plumbing; start-up costs dominate, the ratios mean nothing"
+               if info.get("quick") else "")
+            + ("\nWARNING: load average >= half the cores before the bench: other processes (or a run that "
+               "just ended) may have taken CPU time from either side, the figures may be noisy"
+               if info.get("busy") else ""),
             f"{'name':<32} {'kit':>16} {'peer':>16} {'ratio':>8} {'goal':>7}"]
     units = {"encode": ("images_per_s", "img/s"), "topk": ("queries_per_s", "q/s"),
              "train": ("samples_per_s", "samples/s")}
@@ -277,7 +280,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = config_mod.load("demo")
-    info = machine()
+    info = {**machine(), "quick": args.quick}
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="kit-bench-") as tmp:
         if args.image_dir:
