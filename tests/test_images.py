@@ -257,6 +257,24 @@ def test_transforms_accept_the_models_preprocess_dict_and_pickle():
         t(noise(10, 10, 4))
 
 
+@pytest.mark.parametrize("shape", [(48, 48), (10, 30), (37, 11)])
+def test_eval_split_batch_equals_the_per_image_transform(shape):
+    """Workers send uint8, the batch is normalised once: the result must not change by one bit."""
+    split, whole = images.EvalSplit(cfg(size=32)), images.eval_transform(cfg(size=32))
+    imgs = [noise(*shape), noise(*shape[::-1]), noise(*shape)]
+    sent = torch.stack([split.to_uint8(i) for i in imgs])
+    assert sent.dtype == torch.uint8 and sent.shape == (3, 3, 32, 32)
+    assert torch.equal(split.normalise(sent), torch.stack([whole(i) for i in imgs]))
+
+
+def test_eval_split_refuses_a_transform_it_does_not_know(monkeypatch):
+    import open_clip.transform as oct
+    from torchvision.transforms import Compose, ToTensor
+    monkeypatch.setattr(oct, "image_transform_v2", lambda *a, **k: Compose([ToTensor()]))
+    with pytest.raises(ValueError, match="cannot split"):
+        images.EvalSplit(cfg(size=32))
+
+
 def test_read_for_model(tmp_path):
     path = write(tmp_path / "x.png", noise(10, 30))
     assert images.read_for_model(path, images.eval_transform(cfg(size=16))).shape == (3, 16, 16)

@@ -174,8 +174,9 @@ def test_cache_entry_not_matching_is_ignored(micro, gallery, tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_corrupt_gallery_image_named(micro, gallery, workers):
+def test_corrupt_gallery_image_named(micro, gallery, workers, monkeypatch):
     model, _, pp = micro
+    monkeypatch.setattr(retrieval, "loader_workers", lambda requested, device: requested)  # real workers
     bad = gallery[0].parent / "c.png"
     bad.write_bytes(b"\x89PNG garbage")
     with pytest.raises(ImageError, match="c.png"):
@@ -318,3 +319,18 @@ def test_policy_none_and_errors():
         prompts.apply_policy(CAR_QUERIES, ["car"], "none")
     with pytest.raises(ValueError, match="query 2"):
         prompts.apply_policy(CAR_QUERIES[:2], ["car", "vehicle"], "none")
+
+
+def test_loader_workers_leave_the_cpu_to_the_model(monkeypatch):
+    """On the CPU, workers only get the cores torch's threads leave free; a GPU gets all asked for."""
+    monkeypatch.setattr(retrieval.os, "cpu_count", lambda: 2)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert retrieval.loader_workers(4, torch.device("cpu")) == 0
+        torch.set_num_threads(1)
+        assert retrieval.loader_workers(4, torch.device("cpu")) == 1
+        assert retrieval.loader_workers(0, torch.device("cpu")) == 0
+    finally:
+        torch.set_num_threads(before)
+    assert retrieval.loader_workers(4, torch.device("cuda")) == 4
