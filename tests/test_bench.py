@@ -19,6 +19,9 @@ def test_quick_bench_ends_with_the_json_report(tmp_path, capsys):
     assert report["encode_speedup_vs_naive"] > 0 and report["topk_speedup_vs_broadcast"] > 0
     assert report["train_speed_vs_open_clip_train"] is None and report["train"] == {"skipped": "--only"}
     assert report["encode"]["images"] == 6 and report["encode"]["max_abs_diff"] < bench.EMBEDDING_TOLERANCE
+    model_only = report["encode"]["model_only"]  # the ceiling: peer time / the model alone on ready tensors
+    assert len(model_only["times_s"]) == 1 and report["encode"]["ceiling"] > 0
+    assert any(line.strip().startswith("model alone") for line in lines[:-1])
     assert report["topk"]["queries"] == 48 and report["topk"]["identical_rows"] == 1.0
     assert json.loads(out.read_text()) == report
     assert any(line.startswith("encode_speedup_vs_naive") for line in lines[:-1])  # the table came first
