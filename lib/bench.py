@@ -41,7 +41,7 @@ from PIL import Image
 from lib import bench_train, retrieval
 from lib import config as config_mod
 from lib.config import REPO_ROOT
-from lib.images import EvalSplit, read_image
+from lib.images import eval_split, read_image
 from lib.model import create_model
 
 DEFAULT_OUT = REPO_ROOT / "runs" / "bench" / "bench.json"
@@ -156,7 +156,7 @@ def bench_encode(cfg: config_mod.Config, paths: list[Path], repeats: int) -> dic
     a, b = raced["peer_result"], raced["kit_result"]
     # the ceiling: the model alone on ready tensors, i.e. what an encoder whose image loading cost
     # nothing would take; peer / model-only bounds any encoder's ratio on this machine
-    split = EvalSplit(pp)
+    split = eval_split(pp)
     ready = [split.normalise(torch.stack([split.to_uint8(read_image(p)) for p in paths[s:s + batch]]))
              for s in range(0, len(paths), batch)]
 

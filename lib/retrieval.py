@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from lib import embedding_cache, prompts
 from lib.embedding_cache import DEFAULT_CACHE_DIR
-from lib.images import EvalSplit, ImageError, as_preprocess_cfg, read_image
+from lib.images import ImageError, as_preprocess_cfg, eval_split, read_image
 
 PAD_POLICY = "pad_to_square(fill=preprocess.fill_color), then open_clip eval transform"
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -59,7 +59,7 @@ class GalleryDataset(Dataset):
 
     def __init__(self, paths: Sequence[str | os.PathLike], preprocess_cfg: Any):
         self.paths = [str(p) for p in paths]
-        self.split = EvalSplit(preprocess_cfg)
+        self.split = eval_split(preprocess_cfg)
         self.transform = self.split.to_uint8
 
     def __len__(self) -> int:

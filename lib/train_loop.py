@@ -19,7 +19,7 @@ from open_clip_train.distributed import world_info_from_env
 from tqdm import tqdm
 
 from lib import model as model_mod
-from lib.images import eval_transform, train_transform
+from lib.images import eval_split, train_split
 from lib.optim import (allow_tf32, autocast, clamp_logit_scale, create_optimizer, create_scaler,
                        create_schedule, resolve_device, resolve_precision, steps_per_epoch)
 from lib.runs import save_params
@@ -60,11 +60,13 @@ class TrainLoop:
         self.num_samples = len(table)
         self.steps_per_epoch = steps_per_epoch(len(table), cfg.batch_size, cfg.accum_steps, self.world)
         self.schedule = create_schedule(cfg, self.steps_per_epoch)
-        self.dataset = PairDataset(table, train_transform(preprocess), seed=cfg.seed)
-        self.collate = Collate(tokenizer)
+        train_images = train_split(preprocess)  # workers send uint8, a batch is normalised once
+        self.dataset = PairDataset(table, train_images.to_uint8, seed=cfg.seed)
+        self.collate = Collate(tokenizer, train_images.normalise)
         self.val_loader = None
         if val_table is not None and self.main:
-            val = PairDataset(read_table(val_table), eval_transform(preprocess), seed=cfg.seed)
+            # the same preprocess config, so the collate's normalisation (mean, std) is the eval one too
+            val = PairDataset(read_table(val_table), eval_split(preprocess).to_uint8, seed=cfg.seed)
             self.val_loader = eval_loader(val, self.collate, cfg.batch_size, cfg.workers)
         self.bad = BadImages(len(table), cfg.max_bad_image_fraction)
         self.val_bad: set[str] = set()

@@ -258,21 +258,28 @@ def test_transforms_accept_the_models_preprocess_dict_and_pickle():
 
 
 @pytest.mark.parametrize("shape", [(48, 48), (10, 30), (37, 11)])
-def test_eval_split_batch_equals_the_per_image_transform(shape):
-    """Workers send uint8, the batch is normalised once: the result must not change by one bit."""
-    split, whole = images.EvalSplit(cfg(size=32)), images.eval_transform(cfg(size=32))
+@pytest.mark.parametrize("kind", ["eval", "train"])
+def test_split_batch_equals_the_per_image_transform(shape, kind):
+    """Workers send uint8, the batch is normalised once: the result must not change by one bit,
+    and a random crop must draw the same numbers as the whole transform does."""
+    split = images.eval_split(cfg(size=32)) if kind == "eval" else images.train_split(cfg(size=32), (0.5, 1.0))
+    whole = images.eval_transform(cfg(size=32)) if kind == "eval" else images.train_transform(cfg(size=32), (0.5, 1.0))
     imgs = [noise(*shape), noise(*shape[::-1]), noise(*shape)]
-    sent = torch.stack([split.to_uint8(i) for i in imgs])
+    sent, expected = [], []
+    for i, img in enumerate(imgs):
+        torch.manual_seed(i)
+        sent.append(split.to_uint8(img))
+        torch.manual_seed(i)
+        expected.append(whole(img))
+    sent = torch.stack(sent)
     assert sent.dtype == torch.uint8 and sent.shape == (3, 3, 32, 32)
-    assert torch.equal(split.normalise(sent), torch.stack([whole(i) for i in imgs]))
+    assert torch.equal(split.normalise(sent), torch.stack(expected))
 
 
-def test_eval_split_refuses_a_transform_it_does_not_know(monkeypatch):
-    import open_clip.transform as oct
+def test_split_refuses_a_transform_it_does_not_know():
     from torchvision.transforms import Compose, ToTensor
-    monkeypatch.setattr(oct, "image_transform_v2", lambda *a, **k: Compose([ToTensor()]))
     with pytest.raises(ValueError, match="cannot split"):
-        images.EvalSplit(cfg(size=32))
+        images.TensorSplit(images.PadThen(Compose([ToTensor()])))
 
 
 def test_read_for_model(tmp_path):
