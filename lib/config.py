@@ -44,6 +44,7 @@ class Config:
     pretrained: str = "data/demo/foundation/foundation.pt"  # open_clip tag, file or local-dir:
     pretrained_sha256: str = ""  # when set, a checkpoint whose sha256 differs is refused
     image_size: int = 0  # 0: the model's own input size
+    trim_text_padding: bool = True  # text tower on a batch's used length, not all 77 (lib/text_trim.py)
     # --- foundation pretraining (demo stand-in for LAION weights) ------------------------
     foundation_epochs: int = 2
     foundation_lr: float = 1e-3

@@ -41,7 +41,7 @@ def recipe(cfg: Config) -> dict:
     """What the foundation checkpoint is a function of: the corpus and the pretraining knobs."""
     manifest = cfg.path("data_root") / "MANIFEST.json"
     keys = ("model", "seed", "foundation_epochs", "foundation_lr", "foundation_batch_size",
-            "foundation_warmup_steps", "precision")
+            "foundation_warmup_steps", "precision", "trim_text_padding")
     return {"corpus_manifest_sha256": model.sha256_file(manifest) if manifest.exists() else "",
             **{k: getattr(cfg, k) for k in keys}}
 

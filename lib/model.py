@@ -22,6 +22,7 @@ import open_clip
 import torch
 from open_clip.factory import _find_checkpoint_in_dir  # the file open_clip itself picks in a local-dir
 
+from lib import text_trim
 from lib.config import REPO_ROOT, Config
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -205,13 +206,15 @@ def pretrained_available(name: str, pretrained: str, cache_dir: str | None = Non
 
 
 def create_model(name: str, pretrained: str = "", *, sha256: str = "", device: str | torch.device = "cpu",
-                 image_size: int = 0, cache_dir: str | None = None
+                 image_size: int = 0, cache_dir: str | None = None, trim_text: bool = False
                  ) -> tuple[torch.nn.Module, Tokenizer, dict[str, Any]]:
     """(model, tokenizer, preprocess_cfg) for open_clip architecture `name` and weights `pretrained`.
 
     A weights file (given, in a local-dir, or a downloaded tag) is checked against `sha256` and its
     `.sha256` sidecar before open_clip loads it. The model comes back in train mode on `device`, with
     open_clip's default outputs; preprocess_cfg is `model.visual.preprocess_cfg` (size, mean, std...).
+    `trim_text`: the text tower skips the padding after a batch's longest caption where that is exact
+    (lib.text_trim).
     """
     pretrained = str(pretrained or "")
     if pretrained.startswith(LOCAL_DIR):  # the folder's open_clip_config.json defines the model
@@ -234,6 +237,8 @@ def create_model(name: str, pretrained: str = "", *, sha256: str = "", device: s
             raise WeightsUnavailable(f"{name}: {error}. Offline, download the repo's open_clip_config.json "
                                      "and weights to a folder; use pretrained=local-dir:<folder>.") from error
         raise
+    if trim_text:
+        text_trim.install(model)
     return model, open_clip.get_tokenizer(name), dict(model.visual.preprocess_cfg)
 
 
@@ -255,4 +260,5 @@ def model_from_config(cfg: Config, checkpoint: str | os.PathLike | None = None,
     """
     source, sha = (str(checkpoint), "") if checkpoint is not None else (cfg.pretrained, cfg.pretrained_sha256)
     return create_model(cfg.model, _resolve(cfg.model, source), sha256=sha,
-                        device=device if device is not None else cfg.device, image_size=cfg.image_size)
+                        device=device if device is not None else cfg.device, image_size=cfg.image_size,
+                        trim_text=cfg.trim_text_padding)
