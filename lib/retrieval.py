@@ -60,14 +60,13 @@ class GalleryDataset(Dataset):
     def __init__(self, paths: Sequence[str | os.PathLike], preprocess_cfg: Any):
         self.paths = [str(p) for p in paths]
         self.split = eval_split(preprocess_cfg)
-        self.transform = self.split.to_uint8
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor | _Bad:
         try:
-            return self.transform(read_image(self.paths[i]))
+            return self.split.to_uint8(read_image(self.paths[i]))
         except ImageError as e:
             return _Bad(self.paths[i], e.reason)
         except Exception as e:  # noqa: BLE001 - any failure must name the image

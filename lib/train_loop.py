@@ -65,9 +65,9 @@ class TrainLoop:
         self.collate = Collate(tokenizer, train_images.normalise)
         self.val_loader = None
         if val_table is not None and self.main:
-            # the same preprocess config, so the collate's normalisation (mean, std) is the eval one too
-            val = PairDataset(read_table(val_table), eval_split(preprocess).to_uint8, seed=cfg.seed)
-            self.val_loader = eval_loader(val, self.collate, cfg.batch_size, cfg.workers)
+            val_images = eval_split(preprocess)
+            val = PairDataset(read_table(val_table), val_images.to_uint8, seed=cfg.seed)
+            self.val_loader = eval_loader(val, Collate(tokenizer, val_images.normalise), cfg.batch_size, cfg.workers)
         self.bad = BadImages(len(table), cfg.max_bad_image_fraction)
         self.val_bad: set[str] = set()
         self.step, self.loss_sum, self.loss_count, self.elapsed = 0, 0.0, 0, 0.0
