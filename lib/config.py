@@ -64,6 +64,11 @@ class Config:
     precision: str = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU; or fp32 / bf16 / fp16
     grad_checkpointing: bool = False
     lock_image: bool = False
+    # Photometric jitter of training images, open_clip's AugmentationCfg (brightness, contrast,
+    # saturation, hue) applied with this probability; 0 is the reference recipe (no jitter). A hue
+    # above 0 changes the colour a car caption names.
+    color_jitter: list[float] = field(default_factory=lambda: [0.3, 0.4, 0.3, 0.0])
+    color_jitter_prob: float = 0.0
     seed: int = 0
     workers: int = 2
     log_every: int = 20  # steps between out.log lines
@@ -179,6 +184,12 @@ def _build(values: dict[str, Any], source: str) -> Config:
         raise ConfigError(f"{source}: stop_epoch={cfg.stop_epoch} is past schedule_epochs={cfg.schedule_epochs}")
     if not 0.0 <= cfg.max_bad_image_fraction <= 1.0:
         raise ConfigError(f"{source}: max_bad_image_fraction must be within 0..1")
+    if not 0.0 <= cfg.color_jitter_prob <= 1.0:
+        raise ConfigError(f"{source}: color_jitter_prob must be within 0..1, got {cfg.color_jitter_prob}")
+    jitter = cfg.color_jitter
+    if len(jitter) != 4 or min(jitter) < 0 or jitter[3] > 0.5:
+        raise ConfigError(f"{source}: color_jitter must be [brightness, contrast, saturation, hue], each >= 0 "
+                          f"and hue <= 0.5 (torchvision's ColorJitter), got {jitter}")
     return cfg
 
 
@@ -187,6 +198,8 @@ def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
     origin = typing.get_origin(hint)
     if origin in (list, types.GenericAlias) or hint is list:
         (item_type,) = typing.get_args(hint) or (str,)
+        if item_type is float and isinstance(value, (list, tuple)):  # YAML reads 0 as an int
+            value = [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, item_type) for v in value):
             raise ConfigError(f"{source}: {name} must be a list of {item_type.__name__}, got {value!r}")
         return list(value)

@@ -30,11 +30,13 @@ def corpus_table(data_root: Path) -> pd.DataFrame:
 
 def pretraining_config(cfg: Config) -> Config:
     """Fine-tuning's loop with the foundation's own knobs: random init, a full cosine schedule,
-    resuming where an interrupted pretraining stopped (a fresh start when there is nothing)."""
+    resuming where an interrupted pretraining stopped (a fresh start when there is nothing). No
+    colour jitter: the foundation stands in for LAION weights, whatever the fine-tuning does."""
     return cfg.replace(pretrained="", pretrained_sha256="", lr=cfg.foundation_lr,
                        batch_size=cfg.foundation_batch_size, warmup_steps=cfg.foundation_warmup_steps,
                        schedule_epochs=cfg.foundation_epochs, stop_epoch=cfg.foundation_epochs,
-                       accum_steps=1, resume="latest", eval_every=cfg.foundation_epochs)
+                       accum_steps=1, resume="latest", eval_every=cfg.foundation_epochs,
+                       color_jitter_prob=0.0)
 
 
 def recipe(cfg: Config) -> dict:

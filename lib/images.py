@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -256,19 +257,34 @@ def eval_split(preprocess_cfg: Any) -> TensorSplit:
     return TensorSplit(eval_transform(preprocess_cfg))
 
 
-def train_split(preprocess_cfg: Any, scale: tuple[float, float] = (0.9, 1.0)) -> TensorSplit:
+def train_split(preprocess_cfg: Any, scale: tuple[float, float] = (0.9, 1.0),
+                color_jitter: Sequence[float] = (), color_jitter_prob: float = 0.0) -> TensorSplit:
     """train_transform, cut at ToTensor (see TensorSplit)."""
-    return TensorSplit(train_transform(preprocess_cfg, scale))
+    return TensorSplit(train_transform(preprocess_cfg, scale, color_jitter, color_jitter_prob))
 
 
-def train_transform(preprocess_cfg: Any, scale: tuple[float, float] = (0.9, 1.0)) -> PadThen:
-    """Pad to square, then open_clip's train transform: RandomResizedCrop(scale) → tensor → normalise."""
+def train_transform(preprocess_cfg: Any, scale: tuple[float, float] = (0.9, 1.0),
+                    color_jitter: Sequence[float] = (), color_jitter_prob: float = 0.0) -> PadThen:
+    """Pad to square, then open_clip's train transform: RandomResizedCrop(scale) → [colour jitter
+    (brightness, contrast, saturation, hue) with probability color_jitter_prob] → tensor → normalise.
+
+    The jitter is open_clip's own; it draws its coin from Python's `random` and its factors from
+    torch, so a dataset seeds both per sample (lib.train_data.PairDataset).
+    """
     from open_clip.transform import image_transform_v2
     from open_clip.transform import AugmentationCfg
 
     pp = as_preprocess_cfg(preprocess_cfg)
     aug = AugmentationCfg(scale=tuple(float(s) for s in scale))
-    return PadThen(image_transform_v2(pp, is_train=True, aug_cfg=aug), fill=pp.fill_color)
+    if color_jitter_prob > 0:
+        if len(color_jitter) != 4:
+            raise ValueError(f"color_jitter needs (brightness, contrast, saturation, hue), got {tuple(color_jitter)}")
+        aug = AugmentationCfg(scale=aug.scale, color_jitter=tuple(float(v) for v in color_jitter),
+                              color_jitter_prob=float(color_jitter_prob))
+    with warnings.catch_warnings():  # open_clip 3.3 uses the jitter items, then calls them unused
+        warnings.filterwarnings("ignore", message="Unused augmentation cfg items", category=UserWarning)
+        inner = image_transform_v2(pp, is_train=True, aug_cfg=aug)
+    return PadThen(inner, fill=pp.fill_color)
 
 
 def read_for_model(path: str | os.PathLike, transform: Callable):

@@ -11,6 +11,7 @@ A missing or corrupt image is skipped (the batch is a little smaller) and report
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,9 +80,15 @@ class PairDataset(Dataset):
         # so a loader without workers leaves the training process's RNG untouched). Only the CPU
         # generator: torch.manual_seed would also queue a lazy CUDA seeding with a formatted stack
         # trace on every call, which cost more than the image itself (0.5 ms a sample) and grows.
+        # open_clip's colour jitter tosses its coin with Python's `random`: seeded the same way.
+        seed, py_state = sample_seed(self.seed, epoch, index), random.getstate()
         with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(sample_seed(self.seed, epoch, index))
-            return self.transform(image), self.titles[index]
+            torch.default_generator.manual_seed(seed)
+            random.seed(seed)
+            try:
+                return self.transform(image), self.titles[index]
+            finally:
+                random.setstate(py_state)
 
 
 class Collate:

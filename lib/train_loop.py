@@ -60,7 +60,8 @@ class TrainLoop:
         self.num_samples = len(table)
         self.steps_per_epoch = steps_per_epoch(len(table), cfg.batch_size, cfg.accum_steps, self.world)
         self.schedule = create_schedule(cfg, self.steps_per_epoch)
-        train_images = train_split(preprocess)  # workers send uint8, a batch is normalised once
+        # workers send uint8, a batch is normalised once
+        train_images = train_split(preprocess, color_jitter=cfg.color_jitter, color_jitter_prob=cfg.color_jitter_prob)
         self.dataset = PairDataset(table, train_images.to_uint8, seed=cfg.seed)
         self.collate = Collate(tokenizer, train_images.normalise)
         self.val_loader = None

@@ -57,6 +57,20 @@ def test_choices_are_checked(key, value):
         config.load("demo", **{key: value})
 
 
+def test_colour_jitter_is_off_in_the_reference_recipe_and_checked():
+    assert config.load("competition").color_jitter_prob == 0.0
+    assert config.load("demo", color_jitter=[0, 0.4, 0, 0]).color_jitter == [0.0, 0.4, 0.0, 0.0]  # YAML ints
+    for bad in ({"color_jitter": [0.3, 0.4, 0.3]}, {"color_jitter": [0.3, -0.1, 0.3, 0.0]},
+                {"color_jitter": [0.3, 0.4, 0.3, 0.6]}, {"color_jitter_prob": 1.5}):
+        with pytest.raises(ConfigError, match="color_jitter"):
+            config.load("demo", **bad)
+
+
+def test_foundation_pretraining_never_jitters():
+    from lib.foundation import pretraining_config
+    assert pretraining_config(config.load("demo", color_jitter_prob=0.8)).color_jitter_prob == 0.0
+
+
 def test_stop_epoch_past_the_horizon_is_refused():
     with pytest.raises(ConfigError, match="stop_epoch"):
         config.load("demo", stop_epoch=9, schedule_epochs=8)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickle
+import random
 
 import cv2
 import numpy as np
@@ -257,23 +258,47 @@ def test_transforms_accept_the_models_preprocess_dict_and_pickle():
         t(noise(10, 10, 4))
 
 
+JITTER = dict(color_jitter=(0.3, 0.4, 0.3, 0.0), color_jitter_prob=0.8)
+
+
 @pytest.mark.parametrize("shape", [(48, 48), (10, 30), (37, 11)])
-@pytest.mark.parametrize("kind", ["eval", "train"])
+@pytest.mark.parametrize("kind", ["eval", "train", "train+jitter"])
 def test_split_batch_equals_the_per_image_transform(shape, kind):
     """Workers send uint8, the batch is normalised once: the result must not change by one bit,
-    and a random crop must draw the same numbers as the whole transform does."""
-    split = images.eval_split(cfg(size=32)) if kind == "eval" else images.train_split(cfg(size=32), (0.5, 1.0))
-    whole = images.eval_transform(cfg(size=32)) if kind == "eval" else images.train_transform(cfg(size=32), (0.5, 1.0))
+    and a random crop (and colour jitter) must draw the same numbers as the whole transform does."""
+    extra = JITTER if kind == "train+jitter" else {}
+    split = images.eval_split(cfg(size=32)) if kind == "eval" else images.train_split(cfg(size=32), (0.5, 1.0), **extra)
+    whole = (images.eval_transform(cfg(size=32)) if kind == "eval"
+             else images.train_transform(cfg(size=32), (0.5, 1.0), **extra))
     imgs = [noise(*shape), noise(*shape[::-1]), noise(*shape)]
     sent, expected = [], []
     for i, img in enumerate(imgs):
-        torch.manual_seed(i)
+        torch.manual_seed(i), random.seed(i)
         sent.append(split.to_uint8(img))
-        torch.manual_seed(i)
+        torch.manual_seed(i), random.seed(i)
         expected.append(whole(img))
     sent = torch.stack(sent)
     assert sent.dtype == torch.uint8 and sent.shape == (3, 3, 32, 32)
     assert torch.equal(split.normalise(sent), torch.stack(expected))
+
+
+def test_colour_jitter_is_open_clips_and_only_when_asked():
+    from open_clip.transform import color_jitter
+    plain = images.train_transform(cfg(size=32))
+    jittered = images.train_transform(cfg(size=32), **JITTER)
+    assert not any(isinstance(t, color_jitter) for t in plain.inner.transforms)
+    found = [t for t in jittered.inner.transforms if isinstance(t, color_jitter)]
+    assert len(found) == 1 and found[0].p == 0.8 and found[0].transf.hue is None  # hue 0: colours kept
+    assert found[0].transf.contrast == (0.6, 1.4)
+    # it changes pixels, and only through the seeded generators: same seeds, same image
+    img = noise(20, 40)
+    outs = []
+    for t in (plain, jittered, jittered):
+        torch.manual_seed(5), random.seed(3)
+        outs.append(t(img))
+    assert not torch.equal(outs[0], outs[1]) and torch.equal(outs[1], outs[2])
+    with pytest.raises(ValueError, match="brightness, contrast, saturation, hue"):
+        images.train_transform(cfg(size=32), color_jitter=(0.3, 0.4), color_jitter_prob=0.5)
 
 
 def test_split_refuses_a_transform_it_does_not_know():

@@ -143,17 +143,22 @@ def test_epoch_order_is_seeded_sharded_and_resumable():
     assert len(shards[0]) == len(shards[1]) == 8 and not set(shards[0]) & set(shards[1])
 
 
-def test_augmentation_does_not_depend_on_workers(tmp_path):
-    """The same (seed, epoch, index) gives the same crop in the main process and in workers."""
+@pytest.mark.parametrize("jitter", [0.0, 0.8])
+def test_augmentation_does_not_depend_on_workers(tmp_path, jitter):
+    """The same (seed, epoch, index) gives the same crop (and colour jitter, whose coin is Python's
+    `random`) in the main process and in workers."""
+    import random
     from lib.images import train_transform
 
     table = read_table(make_table(tmp_path / "images", n=8))
     model, tokenizer, pp = model_mod.create_model("kit-micro-vit", "")
-    dataset, collate = PairDataset(table, train_transform(pp), seed=3), Collate(tokenizer)
-    before = torch.get_rng_state()
+    transform = train_transform(pp, color_jitter=(0.3, 0.4, 0.3, 0.0), color_jitter_prob=jitter)
+    dataset, collate = PairDataset(table, transform, seed=3), Collate(tokenizer)
+    before, py_before = torch.get_rng_state(), random.getstate()
     runs = [[b["images"] for b in train_loader(dataset, collate, EpochBatchSampler(8, 4, 3, 0), workers, 3)]
             for workers in (0, 2)]
-    assert torch.equal(torch.get_rng_state(), before)  # the main process's RNG is left alone
+    # the main process's generators are left alone
+    assert torch.equal(torch.get_rng_state(), before) and random.getstate() == py_before
     assert all(torch.equal(a, b) for a, b in zip(*runs)) and len(runs[0]) == 2
     again = [b["images"] for b in train_loader(dataset, collate, EpochBatchSampler(8, 4, 3, 0), 0, 3)]
     assert torch.equal(again[0], runs[0][0])
