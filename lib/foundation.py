@@ -59,6 +59,13 @@ def ensure_foundation(cfg: Config, progress: bool = True) -> Path:
         return target
     if not cfg.generate_demo_data:
         raise FileNotFoundError(f"{target} does not exist and this profile does not generate demo data")
+    data_root = cfg.path("data_root").resolve()
+    if target.is_file() and data_root not in target.resolve().parents:
+        raise FileExistsError(
+            f"{target} was pretrained on another corpus than {data_root}'s ({recipe_path} differs), and it lies "
+            f"outside data_root, so another dataset may rely on it: it is not overwritten. Give this dataset its "
+            f"own foundation with pretrained={cfg.data_root}/foundation/foundation.pt, or delete {target} to "
+            f"pretrain it again here.")
     work_dir = target.parent / "pretraining"
     if _read_json(work_dir / "recipe.json") != wanted and work_dir.exists():
         shutil.rmtree(work_dir)  # a half-done pretraining of another corpus cannot be resumed
