@@ -1,0 +1,41 @@
+"""The seed study: fine-tuning again under other seeds from one prepared run, with the spread."""
+import json
+
+import pandas as pd
+import pytest
+
+from lib import config, seed_study
+
+pytestmark = pytest.mark.notebook  # it starts from the smoke pipeline's run
+
+
+def test_seed_study_reproduces_the_run_and_tabulates_the_spread(smoke_notebook, smoke_workspace):
+    smoke_notebook("04_infer")
+    base = smoke_workspace["run_dir"]
+    cfg = config.load("smoke", **{k: v for k, v in smoke_workspace["overrides"].items() if k != "run_name"})
+    lines = []
+    table = seed_study.run_study(cfg, base, [0, 1], label="t", progress=False, log=lines.append)
+    assert list(table["run"]) == ["zero-shot", "seed 0", "seed 1", "mean", "std", "mean - zero-shot"]
+    rows = table.set_index("run")
+    assert rows.loc["zero-shot", "checkpoint"] == "pretrained"
+    # seed 0 is the pipeline's own seed: the rerun lands on the very same scores
+    own = json.loads((base / "scores.json").read_text())
+    assert rows.loc["seed 0", "checkpoint"] == own["checkpoint"]
+    assert rows.loc["seed 0", "test_official"] == own["test"]["map10_official"]
+    assert rows.loc["seed 0", "val_standard"] == own["val"]["map10_standard"]
+    seeds = rows.loc[["seed 0", "seed 1"], list(seed_study.COLUMNS)]
+    assert rows.loc["mean", "test_official"] == pytest.approx(seeds["test_official"].mean())
+    assert rows.loc["std", "val_official"] == pytest.approx(seeds["val_official"].std(ddof=1))
+    assert rows.loc["mean - zero-shot", "test_official"] == pytest.approx(
+        seeds["test_official"].mean() - rows.loc["zero-shot", "test_official"])
+    # a second call finds every seed scored and trains nothing
+    lines.clear()
+    again = seed_study.run_study(cfg, base, [0, 1], label="t", progress=False, log=lines.append)
+    assert all("already scored" in line for line in lines) and len(lines) == 2
+    pd.testing.assert_frame_equal(again, table)
+
+
+def test_seed_study_needs_a_prepared_run(tmp_path):
+    cfg = config.load("smoke", runs_root=str(tmp_path / "runs"))
+    with pytest.raises(FileNotFoundError, match="notebooks 01 and 02"):
+        seed_study.run_study(cfg, tmp_path / "not-a-run", [0], progress=False, log=lambda *_: None)
