@@ -5,6 +5,8 @@ SHELL := /bin/bash
 PROFILE ?= demo
 RUN ?= runs/latest
 ARGS ?=
+SEEDS ?= 0 1 2
+LABEL ?= study
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -15,7 +17,7 @@ export PYTHONHASHSEED ?= 0
 # The notebooks import `lib` from the repository root whatever their working directory.
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help setup reproduce quick-review promote test bench lab clean
+.PHONY: help setup reproduce quick-review promote seed-study test bench lab clean
 
 help: ## list the targets
 	@echo "Usage: make TARGET [PROFILE=demo|competition] (first use creates $(VENV) by itself)"
@@ -37,6 +39,9 @@ quick-review: $(STAMP) ## regenerate the submission from best-result-review/ and
 promote: $(STAMP) ## copy a run into best-result-review/ (RUN=runs/<name>)
 	$(PY) -m lib.review promote $(RUN)
 	$(PY) -m lib.pipeline --review --record
+
+seed-study: $(STAMP) ## fine-tune RUN's prepared data again under seeds 0 1 2, table with the spread (ARGS: key=value)
+	$(PY) -m lib.seed_study --run $(RUN) --profile $(PROFILE) --seeds $(SEEDS) --label $(LABEL) $(ARGS)
 
 test: $(STAMP) ## run the test suite (unit tests, notebooks with papermill, nbval record)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
