@@ -17,7 +17,7 @@ import argparse
 import json
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -58,7 +58,7 @@ def _scores(run_dir: Path) -> dict | None:
 
 
 def run_study(cfg: Config, base_run: Path, seeds: Sequence[int], label: str = "study",
-              progress: bool = True, log=print) -> pd.DataFrame:
+              progress: bool = True, log: Callable[[str], None] = print) -> pd.DataFrame:
     """Zero-shot row, then one row per seed (fine-tuned with cfg, seed replaced), then mean and std."""
     base_run = Path(base_run).resolve()
     root = cfg.path("runs_root")
