@@ -33,6 +33,13 @@ def test_seed_study_reproduces_the_run_and_tabulates_the_spread(smoke_notebook, 
     again = seed_study.run_study(cfg, base, [0, 1], label="t", progress=False, log=lines.append)
     assert all("already scored" in line for line in lines) and len(lines) == 2
     pd.testing.assert_frame_equal(again, table)
+    # a seed stopped after training, before its scores: resumed from its checkpoints, same result
+    seed1 = smoke_workspace["root"] / "runs" / f"{base.name}-t-seed1"
+    (seed1 / "scores.json").unlink()
+    lines.clear()
+    resumed = seed_study.run_study(cfg, base, [0, 1], label="t", progress=False, log=lines.append)
+    assert any("[seed 1] fine-tuning" in line for line in lines)
+    pd.testing.assert_frame_equal(resumed, table)
 
 
 def test_seed_study_needs_a_prepared_run(tmp_path):
