@@ -275,12 +275,12 @@ def train_transform(preprocess_cfg: Any, scale: tuple[float, float] = (0.9, 1.0)
     from open_clip.transform import AugmentationCfg
 
     pp = as_preprocess_cfg(preprocess_cfg)
-    aug = AugmentationCfg(scale=tuple(float(s) for s in scale))
+    jitter: dict[str, Any] = {}
     if color_jitter_prob > 0:
         if len(color_jitter) != 4:
             raise ValueError(f"color_jitter needs (brightness, contrast, saturation, hue), got {tuple(color_jitter)}")
-        aug = AugmentationCfg(scale=aug.scale, color_jitter=tuple(float(v) for v in color_jitter),
-                              color_jitter_prob=float(color_jitter_prob))
+        jitter = {"color_jitter": tuple(float(v) for v in color_jitter), "color_jitter_prob": float(color_jitter_prob)}
+    aug = AugmentationCfg(scale=tuple(float(s) for s in scale), **jitter)
     with warnings.catch_warnings():  # open_clip 3.3 uses the jitter items, then calls them unused
         warnings.filterwarnings("ignore", message="Unused augmentation cfg items", category=UserWarning)
         inner = image_transform_v2(pp, is_train=True, aug_cfg=aug)
