@@ -17,7 +17,7 @@ export PYTHONHASHSEED ?= 0
 # The notebooks import `lib` from the repository root whatever their working directory.
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help setup reproduce quick-review promote seed-study test bench lab clean
+.PHONY: help setup reproduce quick-review promote seed-study test test-fast lint bench lab clean
 
 help: ## list the targets
 	@echo "Usage: make TARGET [PROFILE=demo|competition] (first use creates $(VENV) by itself)"
@@ -41,16 +41,25 @@ promote: $(STAMP) ## copy a run into best-result-review/ (RUN=runs/<name>)
 	$(PY) -m lib.pipeline --review --record
 
 seed-study: $(STAMP) ## fine-tune RUN's prepared data again under seeds 0 1 2, table with the spread (ARGS: key=value)
-	$(PY) -m lib.seed_study --run $(RUN) --profile $(PROFILE) --seeds $(SEEDS) --label $(LABEL) $(ARGS)
+	$(PY) -m lib.tools.seed_study --run $(RUN) --seeds $(SEEDS) --label $(LABEL) $(ARGS)
 
-test: $(STAMP) ## run the test suite (unit tests, notebooks with papermill, nbval record)
+test: $(STAMP) ## run the whole test suite (unit tests, notebooks with papermill, nbval record)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is broken (tests/ missing?)" >&2; fi; \
 	exit $$rc
 
+test-fast: $(STAMP) ## the unit tests without the slow ones (pipelines, notebooks, record, DDP): under a minute
+	@$(PY) -m pytest -m "not slow" $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is broken (tests/ missing?)" >&2; fi; \
+	exit $$rc
+
+lint: $(STAMP) ## ruff on lib/ and tests/, and the import layering contracts (lint-imports)
+	$(VENV)/bin/ruff check lib tests
+	$(VENV)/bin/lint-imports
+
 bench: $(STAMP) ## speed benchmarks against a peer measured in the same run (ARGS=--quick: seconds)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements-bench.txt
-	$(PY) -m lib.bench $(ARGS)
+	$(PY) -m lib.tools.bench $(ARGS)
 
 lab: $(STAMP) ## start Jupyter Lab on the notebooks
 	$(VENV)/bin/jupyter lab notebooks/

@@ -1,12 +1,21 @@
-"""Every run parameter in one dataclass, loaded from a profile in `configs/` plus overrides.
+"""Every run parameter in one dataclass: its default, its valid range, and the profiles that change it.
 
-One object travels from notebook to notebook (and into `params.yaml`), so a run is described by
-exactly one place. Unknown keys and wrong types are refused up front: a typo in a 3-hour GPU run
-should fail in the first second, not be ignored.
+The defaults are the A3R reference recipe (ViT-bigG-14 on the organisers' data, `configs/
+competition.yaml` explains its arithmetic). Knobs the reference has no value for (the demo
+generator, the demo's foundation pretraining, the kit's own switches) default to the demo
+profile's. A profile YAML holds only what differs, each line with its reason; it may `extends:`
+another profile. Types, ranges and cross-field rules are checked here, once, when a profile, a
+command line or a run's `params.yaml` is read: a typo in a 3-hour GPU run fails in the first
+second, with the key and the allowed range in the message.
+
+A run's parameters then live in `<run>/params.yaml` (lib.runs writes it); every later step reads
+that file, never the profile again.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,79 +24,94 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from lib.errors import KitError
+from lib.paths import REPO_ROOT
+
 CONFIG_DIR = REPO_ROOT / "configs"
+PROVENANCE_KEY = "_run"  # params.yaml: what produced the run (git commit, versions); not a parameter
+EXTENDS_KEY = "extends"  # a profile YAML: the profile it starts from
+RENAMED = {"augment": "attribute_augmentation", "augment_fields": "attribute_fields",
+           "color_jitter": "photometric_jitter", "color_jitter_prob": "photometric_jitter_prob",
+           "prompt_policy": "query_policy"}
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
-class ConfigError(ValueError):
-    """A profile or override that does not describe a valid run."""
+class ConfigError(KitError, ValueError):
+    """A profile, override or params.yaml that does not describe a valid run."""
+
+
+def knob(default: Any, **rules: Any) -> Any:
+    """A Config field with its valid range: ge / gt / le / lt bounds, or `choices`."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=rules)
+    return field(default=default, metadata=rules)
 
 
 @dataclass(frozen=True)
 class Config:
-    """All parameters of a run; defaults are the demo profile's."""
+    """All parameters of a run. Defaults: the reference recipe (see the module docstring)."""
 
     # --- what and where -----------------------------------------------------------------
-    profile: str = "demo"
-    data_root: str = "data/demo"  # holds train/ val/ test/ as the organisers ship them
+    profile: str = "competition"  # the profile the run started from (a label)
+    data_root: str = "data/dataset"  # holds train/ val/ test/ as the organisers ship them
     runs_root: str = "runs"
     run_name: str = ""  # empty: derived from date, model, lr and batch
-    # --- demo generator (demo and smoke profiles only) -----------------------------------
-    generate_demo_data: bool = True  # False: data_root must already hold the organisers' files
-    demo_seed: int = 0
-    demo_train_size: int = 4000
-    demo_val_size: int = 800
-    demo_test_size: int = 800
-    demo_corpus_size: int = 12000  # separate corpus the tiny foundation model is pretrained on
+    # --- demo generator (used when generate_demo_data) ------------------------------------
+    generate_demo_data: bool = False  # True: make the synthetic dataset under data_root first
+    demo_seed: int = knob(0, ge=0)
+    demo_train_size: int = knob(4000, ge=2)
+    demo_val_size: int = knob(800, ge=2)
+    demo_test_size: int = knob(800, ge=2)
+    demo_corpus_size: int = knob(12000, ge=2)  # the foundation's pretraining corpus, never train/val/test
     # --- model --------------------------------------------------------------------------
-    model: str = "kit-tiny-vit"
-    pretrained: str = "data/demo/foundation/foundation.pt"  # open_clip tag, file or local-dir:
-    pretrained_sha256: str = ""  # when set, a checkpoint whose sha256 differs is refused
-    image_size: int = 0  # 0: the model's own input size
-    trim_text_padding: bool = True  # text tower on a batch's used length, not all 77 (lib/text_trim.py)
-    # --- foundation pretraining (demo stand-in for LAION weights) ------------------------
-    foundation_epochs: int = 2
-    foundation_lr: float = 1e-3
-    foundation_batch_size: int = 128
-    foundation_warmup_steps: int = 50
+    model: str = "ViT-bigG-14"
+    pretrained: str = "laion2b_s39b_b160k"  # open_clip tag, a file, or local-dir:<folder>
+    pretrained_sha256: str = ""  # when set, weights whose sha256 differs are refused
+    image_size: int = knob(0, ge=0)  # 0: the model's own input size
+    trim_text_padding: bool = True  # text tower on a batch's used length, not all 77 (lib.model.text_trim)
+    # --- the demo's foundation pretraining (stands in for LAION weights) ------------------
+    foundation_epochs: int = knob(2, ge=1)
+    foundation_lr: float = knob(1e-3, gt=0)
+    foundation_batch_size: int = knob(128, ge=2)
+    foundation_warmup_steps: int = knob(50, ge=0)
     # --- fine-tuning --------------------------------------------------------------------
-    batch_size: int = 64
-    accum_steps: int = 1
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    beta1: float = 0.9
-    beta2: float = 0.98
-    eps: float = 1e-6
-    warmup_steps: int = 50
-    schedule_epochs: int = 8  # cosine horizon
-    stop_epoch: int = 5  # where training stops (may be before the horizon, as in the reference)
-    precision: str = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU; or fp32 / bf16 / fp16
+    batch_size: int = knob(25, ge=2)  # a contrastive batch of one pair has nothing to contrast
+    accum_steps: int = knob(1, ge=1)
+    lr: float = knob(4e-7, gt=0)
+    weight_decay: float = knob(0.01, ge=0)
+    beta1: float = knob(0.9, ge=0, lt=1)
+    beta2: float = knob(0.98, ge=0, lt=1)
+    eps: float = knob(1e-6, gt=0)
+    warmup_steps: int = knob(10000, ge=0)
+    schedule_epochs: int = knob(30, ge=1)  # cosine horizon
+    stop_epoch: int = knob(5, ge=1)  # where training stops (before the horizon, as in the reference)
+    precision: str = knob("auto", choices=("auto", "fp32", "bf16", "fp16"))  # auto: bf16 on GPU, fp32 on CPU
     grad_checkpointing: bool = False
     lock_image: bool = False
-    # Photometric jitter of training images, open_clip's AugmentationCfg (brightness, contrast,
-    # saturation, hue) applied with this probability; 0 is the reference recipe (no jitter). A hue
-    # above 0 changes the colour a car caption names.
-    color_jitter: list[float] = field(default_factory=lambda: [0.3, 0.4, 0.3, 0.0])
-    color_jitter_prob: float = 0.0
-    seed: int = 0
-    workers: int = 2
-    log_every: int = 20  # steps between out.log lines
-    eval_every: int = 1  # epochs between validations
+    # Photometric jitter of training images (open_clip's colour jitter: brightness, contrast,
+    # saturation, hue), applied with this probability; 0 is the reference (none). A hue above 0
+    # would change the colour a car caption names.
+    photometric_jitter: list[float] = knob([0.3, 0.4, 0.3, 0.0])
+    photometric_jitter_prob: float = knob(0.0, ge=0, le=1)
+    seed: int = knob(0, ge=0)
+    workers: int = knob(8, ge=0)
+    log_every: int = knob(100, ge=1)  # steps between out.log lines
+    eval_every: int = knob(1, ge=1)  # epochs between validations
     resume: str = ""  # "" | "latest" | path to a checkpoint
-    save_every_steps: int = 0  # > 0: also write checkpoints/latest.pt every N steps (mid-epoch resume)
-    keep_checkpoints: int = 0  # > 0: keep only the N newest epoch_N.pt (and the best so far); 0: all
-    max_bad_image_fraction: float = 0.0  # images that may be missing or corrupt before we stop
-    # --- prompts and retrieval ----------------------------------------------------------
-    augment: bool = True  # zero-shot completion of car captions before training
-    augment_fields: list[str] = field(default_factory=lambda: ["colour", "type"])
-    prompt_policy: str = "strip_prefix"  # none | strip_prefix | surveillance
-    car_types: list[str] = field(
-        default_factory=lambda: ["Bus", "Microbus", "Minivan", "SUV", "Sedan", "Truck"]
-    )
+    save_every_steps: int = knob(0, ge=0)  # > 0: also write checkpoints/latest.pt every N steps
+    keep_checkpoints: int = knob(0, ge=0)  # > 0: keep only the N newest epoch_N.pt (and the best); 0: all
+    max_bad_image_fraction: float = knob(0.0, ge=0, le=1)  # images that may be missing or corrupt
+    # --- attribute augmentation (step 2) and retrieval -------------------------------------
+    attribute_augmentation: bool = True  # zero-shot completion of car captions before training
+    attribute_fields: list[str] = knob(["colour", "type"], choices=("colour", "brand", "type"))
+    query_policy: str = knob("strip_prefix", choices=("none", "strip_prefix", "surveillance"))
     category_aware: bool = False
-    topk: int = 10
-    eval_batch_size: int = 256
+    topk: int = knob(10, ge=1)
+    eval_batch_size: int = knob(256, ge=1)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+    def __post_init__(self) -> None:
+        _validate(self)
 
     def path(self, name: str) -> Path:
         """A path parameter resolved against the repository root (notebooks run elsewhere)."""
@@ -97,67 +121,105 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def replace(self, **overrides: Any) -> "Config":
+    def replace(self, **overrides: Any) -> Config:
         _check_keys(overrides, source="overrides")
         return _build({**self.to_dict(), **overrides}, source="overrides")
 
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "precision": ("auto", "fp32", "bf16", "fp16"),
-    "prompt_policy": ("none", "strip_prefix", "surveillance"),
-}
-AUGMENT_FIELDS = ("colour", "brand", "type")
+def differences(cfg: Config) -> dict[str, Any]:
+    """The parameters whose value is not the default (the reference recipe's), in field order."""
+    defaults = Config().to_dict()
+    return {k: v for k, v in cfg.to_dict().items() if v != defaults[k]}
 
 
 def valid_keys() -> list[str]:
     return [f.name for f in dataclasses.fields(Config)]
 
 
-def load(profile: str = "demo", **overrides: Any) -> Config:
-    """Read `configs/<profile>.yaml` (or a YAML path), apply overrides, validate.
-
-    Overrides are keyword arguments or `key=value` strings (the CLI form, values parsed as YAML).
-    """
+def profile_path(profile: str | Path) -> Path:
+    """`demo` -> configs/demo.yaml; a YAML path is taken as given (relative: to the working
+    directory, then to the repository root)."""
     path = Path(profile)
     if path.suffix not in (".yaml", ".yml"):
         path = CONFIG_DIR / f"{profile}.yaml"
+    elif not path.is_absolute() and not path.exists():
+        path = REPO_ROOT / path
     if not path.is_file():
         known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-        raise ConfigError(f"no profile {profile!r}: expected {path} (profiles: {', '.join(known)})")
-    values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: expected a mapping of parameter: value")
-    _check_keys(values, source=str(path))
+        raise ConfigError(f"no profile {str(profile)!r}: expected {path} (profiles: {', '.join(known)})")
+    return path
+
+
+def load(profile: str | Path = "demo", **overrides: Any) -> Config:
+    """A profile (name or YAML path, following its `extends:`), then overrides; validated.
+
+    Overrides are keyword arguments (values of the declared types; `parse_overrides` reads the
+    command line's `key=value` strings).
+    """
+    path = profile_path(profile)
+    values = _profile_values(path, seen=())
     values.setdefault("profile", path.stem)
     _check_keys(overrides, source="overrides")
-    return _build({**values, **overrides}, source=f"{path} + overrides")
+    return _build({**values, **overrides}, source=f"{path} + overrides" if overrides else str(path))
+
+
+def _profile_values(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: '{EXTENDS_KEY}' goes round in a circle: {' -> '.join(map(str, seen))}")
+    values = read_yaml(path)
+    _check_keys({k: v for k, v in values.items() if k != EXTENDS_KEY}, source=str(path))
+    base = values.pop(EXTENDS_KEY, None)
+    if base is None:
+        return values
+    base_path = profile_path(base if Path(str(base)).suffix not in (".yaml", ".yml")
+                             else path.parent / str(base))
+    inherited = _profile_values(base_path, (*seen, path.resolve()))
+    inherited.pop("profile", None)  # a profile is named after itself, not its base
+    return {**inherited, **values}
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping; a syntax error names the file, line and column."""
+    try:
+        values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(err, 'problem', None) or err})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot be read ({err})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of parameter: value, got {type(values).__name__}")
+    return values
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """`["lr=1e-5", "augment=false"]` -> `{"lr": 1e-05, "augment": False}`."""
+    """`["lr=1e-5", "attribute_augmentation=false"]` -> `{"lr": 1e-05, "attribute_augmentation": False}`."""
     parsed: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not key=value")
-        parsed[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        try:
+            parsed[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML") from None
     _check_keys(parsed, source="command line")
     return parsed
 
 
-def save(cfg: Config, path: Path, extra: dict[str, Any] | None = None) -> None:
-    """Write params.yaml: every parameter, plus provenance (git SHA, versions) under `_run`."""
+def to_yaml(cfg: Config, provenance: dict[str, Any] | None = None) -> str:
+    """Every parameter, in field order, plus what produced the run under `_run` (lib.runs writes it)."""
     data = cfg.to_dict()
-    if extra:
-        data["_run"] = extra
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    if provenance:
+        data[PROVENANCE_KEY] = provenance
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
-def load_saved(path: Path) -> Config:
-    """Read a params.yaml written by `save` (provenance ignored)."""
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    data.pop("_run", None)
+def load_saved(path: str | Path) -> Config:
+    """A run's params.yaml (or any complete parameter file); provenance is ignored."""
+    data = read_yaml(Path(path))
+    data.pop(PROVENANCE_KEY, None)
     _check_keys(data, source=str(path))
     return _build(data, source=str(path))
 
@@ -165,32 +227,57 @@ def load_saved(path: Path) -> Config:
 def _check_keys(values: dict[str, Any], source: str) -> None:
     unknown = sorted(set(values) - set(valid_keys()))
     if unknown:
-        raise ConfigError(
-            f"{source}: unknown parameter(s) {', '.join(unknown)}; valid keys: {', '.join(valid_keys())}"
-        )
+        renamed = [f"{k} is now {RENAMED[k]}" for k in unknown if k in RENAMED]
+        hint = f" ({'; '.join(renamed)})" if renamed else ""
+        raise ConfigError(f"{source}: unknown parameter(s) {', '.join(unknown)}{hint}; "
+                          f"valid keys: {', '.join(valid_keys())}")
 
 
 def _build(values: dict[str, Any], source: str) -> Config:
     hints = typing.get_type_hints(Config)
     clean = {name: _coerce(name, value, hints[name], source) for name, value in values.items()}
-    for name, allowed in CHOICES.items():
-        if name in clean and clean[name] not in allowed:
-            raise ConfigError(f"{source}: {name}={clean[name]!r} is not one of {', '.join(allowed)}")
-    bad_fields = set(clean.get("augment_fields", [])) - set(AUGMENT_FIELDS)
-    if bad_fields:
-        raise ConfigError(f"{source}: augment_fields may hold {', '.join(AUGMENT_FIELDS)}, not {sorted(bad_fields)}")
-    cfg = Config(**clean)
+    try:
+        return Config(**clean)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def _validate(cfg: Config) -> None:
+    """Ranges and choices of every field, then the rules that join several fields."""
+    for f in dataclasses.fields(Config):
+        value = getattr(cfg, f.name)
+        for item in value if isinstance(value, list) else [value]:
+            problem = _out_of_range(item, f.metadata)
+            if problem:
+                raise ConfigError(f"{f.name}={value!r} {problem}")
     if cfg.stop_epoch > cfg.schedule_epochs:
-        raise ConfigError(f"{source}: stop_epoch={cfg.stop_epoch} is past schedule_epochs={cfg.schedule_epochs}")
-    if not 0.0 <= cfg.max_bad_image_fraction <= 1.0:
-        raise ConfigError(f"{source}: max_bad_image_fraction must be within 0..1")
-    if not 0.0 <= cfg.color_jitter_prob <= 1.0:
-        raise ConfigError(f"{source}: color_jitter_prob must be within 0..1, got {cfg.color_jitter_prob}")
-    jitter = cfg.color_jitter
+        raise ConfigError(f"stop_epoch={cfg.stop_epoch} is past schedule_epochs={cfg.schedule_epochs} "
+                          "(training stops at or before the end of the cosine schedule)")
+    jitter = cfg.photometric_jitter
     if len(jitter) != 4 or min(jitter) < 0 or jitter[3] > 0.5:
-        raise ConfigError(f"{source}: color_jitter must be [brightness, contrast, saturation, hue], each >= 0 "
-                          f"and hue <= 0.5 (torchvision's ColorJitter), got {jitter}")
-    return cfg
+        raise ConfigError(f"photometric_jitter={jitter} must be [brightness, contrast, saturation, hue], "
+                          "each >= 0 and hue <= 0.5 (torchvision's ColorJitter)")
+    if not DEVICE.fullmatch(cfg.device):
+        raise ConfigError(f"device={cfg.device!r} must be auto, cpu, cuda or cuda:N")
+    if cfg.run_name and (cfg.run_name in (".", "..") or "/" in cfg.run_name or "\\" in cfg.run_name
+                         or cfg.run_name != cfg.run_name.strip()):
+        raise ConfigError(f"run_name={cfg.run_name!r} must be a plain folder name under runs_root "
+                          "(no '/', no '..', no surrounding spaces)")
+
+
+def _out_of_range(value: Any, rules: typing.Mapping[str, Any]) -> str:
+    """What is wrong with one value under its field's rules ("" when nothing)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "is not a finite number"
+    if "choices" in rules and value not in rules["choices"]:
+        return f"is not one of {', '.join(rules['choices'])}"
+    bounds = (("ge", ">=", lambda a, b: a >= b), ("gt", ">", lambda a, b: a > b),
+              ("le", "<=", lambda a, b: a <= b), ("lt", "<", lambda a, b: a < b))
+    for name, sign, ok in bounds:
+        if name in rules and not ok(value, rules[name]):
+            allowed = " and ".join(f"{s} {rules[n]:g}" for n, s, _ in bounds if n in rules)
+            return f"is out of range: it must be {allowed}"
+    return ""
 
 
 def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:

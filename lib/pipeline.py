@@ -14,15 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from lib import config as config_mod
-from lib import runs
-from lib.config import REPO_ROOT, Config
+from lib import preflight, runs
+from lib.config import Config
+from lib.errors import KitError
+from lib.paths import REPO_ROOT
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 PIPELINE = ("01_prepare", "02_augment", "03_train", "04_infer")
 TIMEOUT_S = {"demo": 1800, "smoke": 600, "competition": 48 * 3600}
 
 
-class NotebookFailed(RuntimeError):
+class NotebookFailed(KitError, RuntimeError):
     """A pipeline notebook raised; the executed copy is kept for reading."""
 
 
@@ -66,12 +68,12 @@ def run_notebook(name: str, out_dir: Path, parameters: dict[str, Any], timeout_s
     return target
 
 
-def run_pipeline(cfg: Config, overrides: dict[str, Any], notebooks: list[str] | None = None,
-                 log=print, extra_parameters: dict[str, Any] | None = None) -> Path:
-    """Create the run directory and execute the notebooks in order into it."""
-    run_dir = runs.create_run_dir(cfg)
-    runs.save_params(cfg, run_dir)
-    params = {"profile": cfg.profile, "run_dir": str(run_dir), "overrides": overrides, **(extra_parameters or {})}
+def run_pipeline(cfg: Config, notebooks: list[str] | None = None, log=print,
+                 extra_parameters: dict[str, Any] | None = None) -> Path:
+    """Create the run (its params.yaml is the notebooks' only source of parameters) and execute the
+    notebooks in order into it."""
+    run_dir = runs.create_run(cfg)
+    params = {"run_dir": str(run_dir), **(extra_parameters or {})}
     timeout_s = TIMEOUT_S.get(cfg.profile, TIMEOUT_S["competition"])
     log(f"run directory: {run_dir}")
     for name in notebooks or pipeline_notebooks():
@@ -109,34 +111,28 @@ def report(run_dir: Path, log=print) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lib.pipeline", description=__doc__)
-    parser.add_argument("--profile", default="demo", help="configs/<profile>.yaml (default demo)")
+    parser.add_argument("--profile", default="demo",
+                        help="configs/<profile>.yaml or a YAML file (default demo)")
     parser.add_argument("--notebooks", nargs="*", help="a subset of: " + " ".join(PIPELINE))
     parser.add_argument("--review", action="store_true", help="run 05_quick_review on best-result-review/")
-    parser.add_argument("--record", action="store_true", help="with --review: write the executed copy into the record")
+    parser.add_argument("--record", action="store_true",
+                        help="with --review: write the executed copy into the record")
     parser.add_argument("overrides", nargs="*", help="key=value parameter overrides")
     args = parser.parse_args(argv)
     if args.review:
         try:
             run_review(record=args.record)
-        except NotebookFailed as err:
+        except KitError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
         return 0
     try:
-        overrides = config_mod.parse_overrides(args.overrides)
-        cfg = config_mod.load(args.profile, **overrides)
-        from lib import preflight
-
+        cfg = config_mod.load(args.profile, **config_mod.parse_overrides(args.overrides))
         preflight.check(cfg)
-        run_dir = run_pipeline(cfg, overrides, args.notebooks)
-    except (config_mod.ConfigError, runs.RunDirError, NotebookFailed) as err:
+        run_dir = run_pipeline(cfg, args.notebooks)
+    except KitError as err:  # a refusal says what to do; anything else is a bug and keeps its traceback
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except Exception as err:  # preflight's findings and the like: one clear line, no traceback
-        if type(err).__module__.startswith("lib."):
-            print(f"error: {err}", file=sys.stderr)
-            return 1
-        raise
     report(run_dir)
     return 0
 

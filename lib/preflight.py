@@ -9,14 +9,17 @@ from pathlib import Path
 
 import torch
 
-from lib import prepare
-from lib.config import REPO_ROOT, Config
+from lib.config import Config
+from lib.data.prepare import DatasetMissing, check_dataset
+from lib.errors import KitError
+from lib.model.weights import LOCAL_DIR, WeightsUnavailable, weights_file
+from lib.paths import resolve
 
 # Models this large are not trained or encoded on a CPU in useful time.
 GPU_ONLY_MODELS = ("ViT-bigG-14", "ViT-G-14", "ViT-H-14", "ViT-L-14")
 
 
-class PreflightError(RuntimeError):
+class PreflightError(KitError, RuntimeError):
     """What is missing for this profile, and where to put it."""
 
 
@@ -24,8 +27,8 @@ def problems(cfg: Config) -> list[str]:
     found: list[str] = []
     if not cfg.generate_demo_data:
         try:
-            prepare.ensure_dataset(cfg, progress=False)
-        except prepare.DatasetMissing as err:
+            check_dataset(cfg)
+        except DatasetMissing as err:
             found.append(str(err))
     found += weight_problems(cfg)
     wants_gpu = cfg.model in GPU_ONLY_MODELS or cfg.device.startswith("cuda")
@@ -42,9 +45,8 @@ def weight_problems(cfg: Config) -> list[str]:
     source = cfg.pretrained
     if not source:
         return []
-    if source.startswith("local-dir:"):
-        folder = Path(source.removeprefix("local-dir:"))
-        folder = folder if folder.is_absolute() else REPO_ROOT / folder
+    if source.startswith(LOCAL_DIR):
+        folder = resolve(source.removeprefix(LOCAL_DIR))
         return [] if folder.is_dir() else [f"pretrained={source}: folder {folder} does not exist"]
     looks_like_file = "/" in source or Path(source).suffix in (".pt", ".pth", ".bin", ".safetensors")
     if looks_like_file:
@@ -53,11 +55,9 @@ def weight_problems(cfg: Config) -> list[str]:
             return []
         return [f"pretrained={source}: file {path} does not exist; download it (README: weights) "
                 "or point pretrained=... at it"]
-    from lib import model
-
     try:
-        model.pretrained_available(cfg.model, source)
-    except model.WeightsUnavailable as err:
+        weights_file(cfg.model, source, None)
+    except WeightsUnavailable as err:
         return [str(err)]
     return []
 

@@ -1,7 +1,12 @@
-"""Run directories: one folder per run holding everything it produced, named from its key parameters.
+"""Run directories: one folder per run holding everything it produced, and its `params.yaml`.
 
-open_clip's habit (`<date>-<model>-lr<lr>-b<batch>`), so a listing of `runs/` reads as a table of
-experiments, and `runs/latest` always points at the newest one for notebooks run by hand.
+A run's parameters have one source: `<run>/params.yaml`, written here and nowhere else
+(`write_params`). The pipeline creates the run and writes it once; every notebook, the trainer, the
+seed study and the review read it back (`open_run`). Overrides given to a notebook run by hand are
+recorded back into the file, so the run still says how it was made.
+
+Folders are named like open_clip's (`<date>-<model>-lr<lr>-b<batch>`), so a listing of `runs/`
+reads as a table of experiments, and `<runs_root>/latest` points at the newest one.
 """
 from __future__ import annotations
 
@@ -13,12 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from lib import config as config_mod
-from lib.config import REPO_ROOT, Config
+from lib.config import Config
+from lib.errors import KitError
+from lib.files import atomic_write_text
+from lib.paths import REPO_ROOT, resolve
 
 LATEST = "latest"
+PARAMS = "params.yaml"
+DEFAULT_RUNS_ROOT = REPO_ROOT / "runs"
 
 
-class RunDirError(RuntimeError):
+class RunDirError(KitError, RuntimeError):
     """A run directory that cannot be used as asked (it exists, or none exists yet)."""
 
 
@@ -27,17 +37,70 @@ def default_run_name(cfg: Config, now: dt.datetime | None = None) -> str:
     return f"{stamp}-{cfg.model}-lr{cfg.lr:g}-b{cfg.batch_size}"
 
 
-def create_run_dir(cfg: Config) -> Path:
-    """A fresh run directory; refuses to reuse an existing one (that would mix two runs' files)."""
-    runs_root = cfg.path("runs_root")
-    run_dir = runs_root / (cfg.run_name or default_run_name(cfg))
+def create_run(cfg: Config) -> Path:
+    """A fresh run directory with its params.yaml; refuses an existing one (two runs' files would mix)."""
+    run_dir = cfg.path("runs_root") / (cfg.run_name or default_run_name(cfg))
     if run_dir.exists() and any(run_dir.iterdir()):
-        raise RunDirError(
-            f"{run_dir} already exists: choose another run_name, or resume it with resume=latest"
-        )
+        raise RunDirError(f"{run_dir} already exists: choose another run_name")
     (run_dir / "data").mkdir(parents=True, exist_ok=True)
+    write_params(cfg, run_dir)
     point_latest(run_dir)
     return run_dir
+
+
+def write_params(cfg: Config, run_dir: Path) -> Path:
+    """The one writer of `<run>/params.yaml`: every parameter plus what produced the run."""
+    return atomic_write_text(Path(run_dir) / PARAMS, config_mod.to_yaml(cfg, provenance()))
+
+
+def read_params(run_dir: Path) -> Config:
+    path = Path(run_dir) / PARAMS
+    if not path.is_file():
+        raise RunDirError(f"{run_dir} has no {PARAMS}: it is not a run folder (make reproduce creates one)")
+    return config_mod.load_saved(path)
+
+
+def open_run(run_dir: str | os.PathLike = "", overrides: dict[str, Any] | None = None) -> tuple[Config, Path]:
+    """(parameters, folder) of an existing run: the one given, else `runs/latest`.
+
+    `overrides` (a notebook run by hand) change the run's parameters and are recorded in its
+    params.yaml; none leaves the file untouched.
+    """
+    folder = find_run(run_dir)
+    cfg = read_params(folder)
+    if overrides:
+        changed = cfg.replace(**overrides)
+        if changed != cfg:
+            write_params(changed, folder)
+            cfg = changed
+    return cfg, folder
+
+
+def find_run(run_dir: str | os.PathLike = "") -> Path:
+    """An existing run folder, absolute: the one given (as given, else relative to the repository
+    root, where notebooks are not run from), or `runs/latest`."""
+    if not run_dir:
+        folder = DEFAULT_RUNS_ROOT / LATEST
+    else:
+        folder = Path(run_dir) if Path(run_dir).exists() else resolve(run_dir)
+    if not folder.exists():
+        raise RunDirError(f"no run at {folder}: run notebooks/01_prepare.ipynb (or make reproduce) first")
+    return folder.resolve()
+
+
+def open_or_create_run(run_dir: str | os.PathLike = "", profile: str = "demo",
+                       overrides: dict[str, Any] | None = None) -> tuple[Config, Path]:
+    """01_prepare's start: the run papermill was given, or (run by hand) a new run from a profile."""
+    if run_dir:
+        return open_run(run_dir, overrides)
+    cfg = config_mod.load(profile, **(overrides or {}))
+    return cfg, create_run(cfg)
+
+
+def describe(cfg: Config, run_dir: Path) -> str:
+    """What a notebook prints first: the run, and its parameters that differ from the reference recipe."""
+    changed = ", ".join(f"{k}={v}" for k, v in config_mod.differences(cfg).items()) or "nothing"
+    return f"run {run_dir} (parameters: its {PARAMS})\ndiffering from the reference recipe: {changed}"
 
 
 def point_latest(run_dir: Path) -> None:
@@ -50,35 +113,13 @@ def point_latest(run_dir: Path) -> None:
     os.replace(tmp, link)
 
 
-def resolve_run_dir(cfg: Config, run_dir: str = "", create: bool = False) -> Path:
-    """The run a notebook works in: the one given, a new one (first step), or `latest`."""
-    if run_dir:
-        path = Path(run_dir)
-        path = path if path.is_absolute() else REPO_ROOT / path
-        (path / "data").mkdir(parents=True, exist_ok=True)
-        return path.resolve()
-    if create:
-        return create_run_dir(cfg)
-    latest = cfg.path("runs_root") / LATEST
-    if not latest.exists():
-        raise RunDirError(f"no run yet under {latest.parent}: run notebooks/01_prepare.ipynb first")
-    return latest.resolve()
-
-
 def provenance() -> dict[str, Any]:
     """What produced a run, for params.yaml: the code version and the library versions."""
     import open_clip
     import torch
 
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                    cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip())
-    except (OSError, subprocess.CalledProcessError):
-        sha, dirty = "unknown", False
     return {
-        "git_sha": sha + ("-dirty" if dirty else ""),
+        "git_sha": git_commit(),
         "python": platform.python_version(),
         "torch": str(torch.__version__),
         "open_clip": str(open_clip.__version__),
@@ -87,7 +128,13 @@ def provenance() -> dict[str, Any]:
     }
 
 
-def save_params(cfg: Config, run_dir: Path) -> Path:
-    path = run_dir / "params.yaml"
-    config_mod.save(cfg, path, extra=provenance())
-    return path
+def git_commit() -> str:
+    """HEAD's sha, with `-dirty` when tracked files differ from it; "unknown" outside a checkout."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha + ("-dirty" if dirty else "")

@@ -1,14 +1,42 @@
-"""Shared fixtures: a smoke-profile pipeline run in a temporary folder, notebooks executed once."""
+"""Shared fixtures: a micro CLIP and a small gallery; a smoke-profile pipeline run in a temporary
+folder, its notebooks executed once."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-FIXTURES = Path(__file__).parent / "fixtures"
+
+def write_image(path, seed: int, shape=(20, 36)) -> None:
+    """A small noise image (RGB of a seeded generator) written with OpenCV."""
+    rng = np.random.default_rng(seed)
+    assert cv2.imwrite(str(path), rng.integers(0, 256, (*shape, 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def clip():
+    """(model, tokenizer, preprocess cfg) of a randomly initialised kit-micro-vit (seed 0)."""
+    from lib.model.factory import create_model
+
+    torch.manual_seed(0)
+    return create_model("kit-micro-vit")
+
+
+@pytest.fixture
+def gallery(tmp_path):
+    """Six small PNGs, wide ("cars") and tall ("persons"), returned in a deliberately unsorted order."""
+    folder = tmp_path / "gallery"
+    folder.mkdir()
+    names = ["e.png", "a.png", "f.png", "c.png", "b.png", "d.png"]
+    for i, name in enumerate(names):
+        write_image(folder / name, i, (20, 36) if name in ("a.png", "b.png", "c.png") else (36, 20))
+    return [folder / n for n in names]
 
 
 @pytest.fixture(scope="session")
@@ -24,25 +52,22 @@ def smoke_workspace(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="session")
 def smoke_notebook(smoke_workspace):
-    """Execute a pipeline notebook on the smoke profile (each at most once, in pipeline order)."""
+    """Execute a pipeline notebook on the smoke profile (each at most once, in pipeline order), in
+    one run whose params.yaml the pipeline wrote, as make reproduce does."""
     from lib import config, pipeline, runs
 
     cfg = config.load("smoke", **smoke_workspace["overrides"])
     executed = smoke_workspace["executed"]
 
-    def params(run_dir: Path) -> dict:
-        return {"profile": "smoke", "run_dir": str(run_dir), "overrides": smoke_workspace["overrides"],
-                **smoke_workspace["parameters"]}
-
     def run(name: str) -> Path:
         if name not in executed:
             if "run_dir" not in smoke_workspace:
-                smoke_workspace["run_dir"] = runs.create_run_dir(cfg)
+                smoke_workspace["run_dir"] = runs.create_run(cfg)
             run_dir = smoke_workspace["run_dir"]
-            for step in pipeline.PIPELINE[: pipeline.PIPELINE.index(name)]:
+            params = {"run_dir": str(run_dir), **smoke_workspace["parameters"]}
+            for step in pipeline.PIPELINE[: pipeline.PIPELINE.index(name) + 1]:
                 if step not in executed and (pipeline.NOTEBOOK_DIR / f"{step}.ipynb").exists():
-                    executed[step] = pipeline.run_notebook(step, run_dir, params(run_dir), timeout_s=600)
-            executed[name] = pipeline.run_notebook(name, run_dir, params(run_dir), timeout_s=600)
+                    executed[step] = pipeline.run_notebook(step, run_dir, params, timeout_s=600)
         return executed[name]
 
     return run

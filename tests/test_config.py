@@ -1,4 +1,4 @@
-"""The run parameters: profiles load, bad keys and types are refused with the valid keys listed."""
+"""lib.config: profiles load, bad keys, types and ranges are refused with the key and what is allowed."""
 from pathlib import Path
 
 import pytest
@@ -6,6 +6,7 @@ import yaml
 
 from lib import config
 from lib.config import ConfigError
+from lib.paths import REPO_ROOT
 
 
 @pytest.mark.parametrize("profile", ["demo", "smoke", "competition"])
@@ -38,8 +39,9 @@ def test_unknown_key_in_a_yaml_file_names_the_file(tmp_path):
 
 @pytest.mark.parametrize(
     "key, value",
-    [("batch_size", "64"), ("batch_size", 6.5), ("lr", "fast"), ("augment", "yes"), ("augment", 1),
-     ("batch_size", True), ("augment_fields", "colour"), ("augment_fields", ["colour", 3])],
+    [("batch_size", "64"), ("batch_size", 6.5), ("lr", "fast"), ("attribute_augmentation", "yes"),
+     ("attribute_augmentation", 1),
+     ("batch_size", True), ("attribute_fields", "colour"), ("attribute_fields", ["colour", 3])],
 )
 def test_wrong_types_are_refused(key, value):
     with pytest.raises(ConfigError, match=key):
@@ -50,25 +52,26 @@ def test_int_is_accepted_where_a_float_is_declared():
     assert config.load("demo", lr=1).lr == 1.0
 
 
-@pytest.mark.parametrize("key, value", [("precision", "fp8"), ("prompt_policy", "shout"),
-                                        ("augment_fields", ["colour", "wheels"])])
+@pytest.mark.parametrize("key, value", [("precision", "fp8"), ("query_policy", "shout"),
+                                        ("attribute_fields", ["colour", "wheels"])])
 def test_choices_are_checked(key, value):
     with pytest.raises(ConfigError, match=key):
         config.load("demo", **{key: value})
 
 
-def test_colour_jitter_is_off_in_the_reference_recipe_and_checked():
-    assert config.load("competition").color_jitter_prob == 0.0
-    assert config.load("demo", color_jitter=[0, 0.4, 0, 0]).color_jitter == [0.0, 0.4, 0.0, 0.0]  # YAML ints
-    for bad in ({"color_jitter": [0.3, 0.4, 0.3]}, {"color_jitter": [0.3, -0.1, 0.3, 0.0]},
-                {"color_jitter": [0.3, 0.4, 0.3, 0.6]}, {"color_jitter_prob": 1.5}):
-        with pytest.raises(ConfigError, match="color_jitter"):
+def test_photometric_jitter_is_off_in_the_reference_recipe_and_checked():
+    assert config.load("competition").photometric_jitter_prob == 0.0
+    cfg = config.load("demo", photometric_jitter=[0, 0.4, 0, 0])
+    assert cfg.photometric_jitter == [0.0, 0.4, 0.0, 0.0]  # YAML ints
+    for bad in ({"photometric_jitter": [0.3, 0.4, 0.3]}, {"photometric_jitter": [0.3, -0.1, 0.3, 0.0]},
+                {"photometric_jitter": [0.3, 0.4, 0.3, 0.6]}, {"photometric_jitter_prob": 1.5}):
+        with pytest.raises(ConfigError, match="photometric_jitter"):
             config.load("demo", **bad)
 
 
 def test_foundation_pretraining_never_jitters():
-    from lib.foundation import pretraining_config
-    assert pretraining_config(config.load("demo", color_jitter_prob=0.8)).color_jitter_prob == 0.0
+    from lib.demo.foundation import pretraining_config
+    assert pretraining_config(config.load("demo", photometric_jitter_prob=0.8)).photometric_jitter_prob == 0.0
 
 
 def test_stop_epoch_past_the_horizon_is_refused():
@@ -82,26 +85,28 @@ def test_missing_profile_lists_the_profiles():
 
 
 def test_cli_overrides_parse_as_yaml():
-    over = config.parse_overrides(["lr=1e-5", "augment=false", "augment_fields=[colour, brand]", "run_name="])
-    assert over == {"lr": "1e-5", "augment": False, "augment_fields": ["colour", "brand"], "run_name": ""}
+    over = config.parse_overrides(["lr=1e-5", "attribute_augmentation=false",
+                                   "attribute_fields=[colour, brand]", "run_name="])
+    assert over == {"lr": "1e-5", "attribute_augmentation": False, "attribute_fields": ["colour", "brand"],
+                    "run_name": ""}
     cfg = config.load("demo", **over)
-    assert (cfg.lr, cfg.augment, cfg.augment_fields) == (1e-5, False, ["colour", "brand"])
+    assert (cfg.lr, cfg.attribute_augmentation, cfg.attribute_fields) == (1e-5, False, ["colour", "brand"])
     with pytest.raises(ConfigError, match="key=value"):
         config.parse_overrides(["lr"])
     with pytest.raises(ConfigError, match="lrr"):
         config.parse_overrides(["lrr=1"])
 
 
-def test_save_and_load_saved_round_trip(tmp_path):
+def test_to_yaml_and_load_saved_round_trip(tmp_path):
     cfg = config.load("smoke", lr=3e-5)
-    config.save(cfg, tmp_path / "params.yaml", extra={"git_sha": "abc"})
+    (tmp_path / "params.yaml").write_text(config.to_yaml(cfg, {"git_sha": "abc"}))
     assert yaml.safe_load((tmp_path / "params.yaml").read_text())["_run"] == {"git_sha": "abc"}
     assert config.load_saved(tmp_path / "params.yaml") == cfg
 
 
 def test_paths_resolve_against_the_repository_root():
     cfg = config.load("demo")
-    assert cfg.path("data_root") == config.REPO_ROOT / "data" / "demo"
+    assert cfg.path("data_root") == REPO_ROOT / "data" / "demo"
     assert config.load("demo", data_root="/abs").path("data_root") == Path("/abs")
 
 

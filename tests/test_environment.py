@@ -3,7 +3,7 @@ import re
 
 import yaml
 
-from lib.config import REPO_ROOT
+from lib.paths import REPO_ROOT
 
 
 def _requirements() -> list[str]:
@@ -28,5 +28,6 @@ def test_requirements_pin_the_known_good_trio_and_every_package():
     unpinned = [r for r in reqs if "==" not in r]
     assert not unpinned, f"unpinned requirements: {unpinned}"
     names = {r.split("==")[0].lower() for r in reqs}
-    for needed in ("opencv-python-headless", "pandas", "papermill", "nbval", "pytest", "jupyter", "ipykernel"):
+    for needed in ("opencv-python-headless", "pandas", "papermill", "nbval", "pytest", "jupyter", "ipykernel",
+                   "ruff", "import-linter"):
         assert needed in names

@@ -5,12 +5,13 @@ import nbformat
 import pandas as pd
 import pytest
 
-pytestmark = pytest.mark.notebook
+pytestmark = [pytest.mark.notebook, pytest.mark.slow]
 
 
 def _outputs_text(path) -> str:
     nb = nbformat.read(path, as_version=4)
-    return "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    return "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                     for o in c.get("outputs", []))
 
 
 def test_01_prepare_writes_checked_tables(smoke_notebook, smoke_workspace):
@@ -52,10 +53,12 @@ def test_04_infer_writes_a_valid_scored_submission(smoke_notebook, smoke_workspa
     assert "submission OK" in _outputs_text(executed)
     scores = json.loads((run_dir / "scores.json").read_text())
     assert scores["checkpoint"] == "epoch_1.pt", "infer must pick the fine-tuned checkpoint"
-    assert {"map10_official", "map10_standard", "car_map10_official", "person_map10_official"} <= set(scores["val"])
+    wanted = {"map10_official", "map10_standard", "car_map10_official", "person_map10_official"}
+    assert wanted <= set(scores["val"])
     assert "map10_official" in scores["test"], "the demo knows its test answers and scores them"
     results = json.loads((run_dir / "submission.json").read_text())["results"]
-    queries = (smoke_workspace["root"] / "data" / "test" / "test_text.txt").read_text(encoding="utf-8").splitlines()
+    queries_file = smoke_workspace["root"] / "data" / "test" / "test_text.txt"
+    queries = queries_file.read_text(encoding="utf-8").splitlines()
     assert [r["text"] for r in results] == queries
 
 
@@ -66,26 +69,43 @@ def test_a_second_identical_run_writes_the_same_submission_bytes(smoke_notebook,
     first = smoke_workspace["run_dir"]
     smoke_notebook("04_infer")
     cfg = config.load("smoke", **{**smoke_workspace["overrides"], "run_name": "smoke-run-again"})
-    again = pipeline.run_pipeline(cfg, {**smoke_workspace["overrides"], "run_name": "smoke-run-again"},
-                                  extra_parameters=smoke_workspace["parameters"], log=lambda *_: None)
+    again = pipeline.run_pipeline(cfg, extra_parameters=smoke_workspace["parameters"], log=lambda *_: None)
     assert (again / "submission.json").read_bytes() == (first / "submission.json").read_bytes()
-    assert (again / "data" / "train_augmented.csv").read_bytes() == (first / "data" / "train_augmented.csv").read_bytes()
+    table = "data/train_augmented.csv"
+    assert (again / table).read_bytes() == (first / table).read_bytes()
 
 
-def test_competition_profile_runs_end_to_end_on_a_miniature(smoke_notebook, smoke_workspace):
-    """The competition path (no generated data, organisers' layout) with the model made tiny."""
-    from lib import config, pipeline
+def test_a_custom_profile_outside_configs_reaches_every_notebook(smoke_notebook, smoke_workspace, tmp_path):
+    """The competition path (no generated data, organisers' layout, the model made tiny), from a copy
+    of competition.yaml outside configs/ with changed values, as a user would run it
+    (make reproduce PROFILE=my.yaml): params.yaml and every notebook carry the file's values, not
+    the stock profile's."""
+    import yaml
+
+    from lib import config, pipeline, runs
+    from lib.model.checkpoints import load_checkpoint
 
     smoke_notebook("01_prepare")  # makes the miniature dataset and its foundation model
     root = smoke_workspace["root"]
-    overrides = {"data_root": str(root / "data"), "runs_root": str(root / "runs"), "run_name": "competition-mini",
-                 "model": "kit-tiny-vit", "pretrained": smoke_workspace["overrides"]["pretrained"],
-                 "batch_size": 16, "eval_batch_size": 32, "warmup_steps": 2, "schedule_epochs": 2,
-                 "stop_epoch": 1, "workers": 0, "log_every": 2}
-    cfg = config.load("competition", **overrides)
+    mine = {"data_root": str(root / "data"), "runs_root": str(root / "runs"), "run_name": "competition-mini",
+            "model": "kit-tiny-vit", "pretrained": smoke_workspace["overrides"]["pretrained"],
+            "batch_size": 16, "eval_batch_size": 32, "warmup_steps": 2, "schedule_epochs": 2,
+            "stop_epoch": 1, "workers": 0, "log_every": 2, "lr": 2.5e-4, "query_policy": "surveillance"}
+    profile = tmp_path / "my.yaml"
+    stock = (config.CONFIG_DIR / "competition.yaml").read_text()
+    profile.write_text(stock + yaml.safe_dump(mine))
+    cfg = config.load(str(profile))  # what `python -m lib.pipeline --profile my.yaml` does
     assert not cfg.generate_demo_data and cfg.profile == "competition"
-    run_dir = pipeline.run_pipeline(cfg, overrides, extra_parameters=smoke_workspace["parameters"],
-                                    log=lambda *_: None)
+    run_dir = pipeline.run_pipeline(cfg, extra_parameters=smoke_workspace["parameters"], log=lambda *_: None)
+
+    assert runs.read_params(run_dir) == cfg and cfg.lr == 2.5e-4 and cfg.query_policy == "surveillance"
+    for name in pipeline.PIPELINE:  # each notebook says which parameters it ran with
+        shown = _outputs_text(run_dir / f"{name}.ipynb")
+        assert "lr=0.00025" in shown and "query_policy=surveillance" in shown, name
+    assert "query policy: surveillance" in _outputs_text(run_dir / "04_infer.ipynb")
+    trained = load_checkpoint(run_dir / "checkpoints" / "epoch_1.pt")["config"]
+    assert trained["lr"] == 2.5e-4
+    assert " lr 2.5000e-04 " in (run_dir / "out.log").read_text()  # the end of the warmup
     scores = json.loads((run_dir / "scores.json").read_text())
     assert scores["checkpoint"] == "epoch_1.pt" and "map10_official" in scores["val"]
     assert (run_dir / "submission.json").exists()

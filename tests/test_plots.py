@@ -1,4 +1,4 @@
-"""Plots that notebooks call must not fail on an empty selection (e.g. augmentation switched off)."""
+"""lib.plots: the notebooks' figures draw what they are given, and a note on an empty selection."""
 import matplotlib
 
 matplotlib.use("Agg")
@@ -11,3 +11,11 @@ def test_empty_selections_draw_a_note_instead_of_failing():
     assert plots.image_grid([], []).axes
     ax = plots.counts_bar(pd.DataFrame({"filled_type": []}), "filled_type", "filled type")
     assert ax.texts and ax.texts[0].get_text() == "no rows"
+
+
+def test_confusion_plot_writes_every_nonzero_count():
+    matrix = pd.DataFrame([[1, 1], [0, 1]], index=pd.Index(["SUV", "Sedan"], name="true type"),
+                          columns=pd.Index(["SUV", "Sedan"], name="filled type"))
+    ax = plots.confusion_plot(matrix, "type")
+    assert ax.get_title() == "type" and sorted(t.get_text() for t in ax.texts) == ["1", "1", "1"]
+    assert ax.get_ylabel() == "true type" and ax.get_xlabel() == "filled type"

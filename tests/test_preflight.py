@@ -2,11 +2,10 @@
 import subprocess
 import sys
 
-import pytest
 import torch
 
 from lib import config, preflight
-from lib.config import REPO_ROOT
+from lib.paths import REPO_ROOT
 
 
 def test_competition_without_data_names_what_is_missing_and_where(tmp_path):
@@ -35,7 +34,8 @@ def test_make_reproduce_competition_stops_before_any_work_with_the_list(tmp_path
     done = subprocess.run([sys.executable, "-m", "lib.pipeline", "--profile", "competition",
                            f"data_root={tmp_path}", f"runs_root={tmp_path / 'runs'}"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-                          env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+                          env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1",
+                               "HF_HOME": str(tmp_path / "hf"),
                                "PYTHONPATH": str(REPO_ROOT)})
     assert done.returncode == 1, done.stdout + done.stderr
     assert "cannot run on this machine yet" in done.stderr and "train_label.txt" in done.stderr

@@ -1,11 +1,10 @@
 """The best-result record: checksums refuse a changed file, submissions compare query by query."""
 import json
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from lib import review
+from lib.files import sha256_file
 
 
 def _submission(path, lists):
@@ -19,11 +18,11 @@ def test_checksums_pass_then_name_both_values_on_a_change(tmp_path):
     a.write_text("{}")
     review.write_checksums(tmp_path, [a])
     assert review.verify_checksums(tmp_path)["ok"].all()
-    expected = review.sha256(a)
+    expected = sha256_file(a)
     a.write_text("{ }")
     with pytest.raises(review.ReviewError) as err:
         review.verify_checksums(tmp_path)
-    assert expected in str(err.value) and review.sha256(a) in str(err.value)
+    assert expected in str(err.value) and sha256_file(a) in str(err.value)
     assert "submission.json" in str(err.value)
 
 
@@ -45,24 +44,6 @@ def test_compare_lists_only_the_differing_queries(tmp_path):
     assert list(diff["query"]) == [1]
     with pytest.raises(review.ReviewError, match="3 queries"):
         review.compare_submissions(stored, _submission(tmp_path / "d.json", names[:2]))
-
-
-def test_person_attribute_ap_averages_queries_with_the_bit():
-    vec = lambda *bits: ",".join("1" if i in bits else "0" for i in range(21))  # noqa: E731
-    table = pd.DataFrame({"kind": ["person", "person", "car", "person"],
-                          "attribute": [vec(0, 7), vec(7), "white Audi.", vec(0)]})
-    ap = np.array([1.0, 0.5, 0.9, 0.0])
-    by_attr = review.person_attribute_ap(table, ap)
-    assert by_attr.loc["Hat", "map10_official"] == pytest.approx(0.75)  # queries 0 and 1
-    assert by_attr.loc["Female", "map10_official"] == pytest.approx(0.5)  # queries 0 and 3
-    assert by_attr.loc["Hat", "queries"] == 2 and np.isnan(by_attr.loc["Skirt&Dress", "map10_official"])
-
-
-def test_car_field_ap_groups_unnamed_types():
-    table = pd.DataFrame({"kind": ["car", "car", "car"], "type": ["SUV", "", "SUV"]})
-    out = review.car_field_ap(table, np.array([1.0, 0.2, 0.0]))
-    assert out.loc["SUV", "map10_official"] == pytest.approx(0.5)
-    assert out.loc["(not named)", "queries"] == 1
 
 
 def test_fresh_dir_never_deletes_a_foreign_folder(tmp_path):

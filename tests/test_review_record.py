@@ -3,7 +3,9 @@ import os
 import subprocess
 import sys
 
-from lib.config import REPO_ROOT
+import pytest
+
+from lib.paths import REPO_ROOT
 
 RECORD = REPO_ROOT / "best-result-review" / "05_quick_review.ipynb"
 
@@ -14,6 +16,7 @@ def test_review_record_exists_and_is_complete():
         assert (RECORD.parent / name).exists(), name
 
 
+@pytest.mark.slow
 def test_review_record_reruns_identically_under_nbval():
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # figures as the record has them
     env.update(PYTHONPATH=str(REPO_ROOT), HF_HUB_OFFLINE="1")

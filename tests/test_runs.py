@@ -14,23 +14,36 @@ def test_run_name_says_model_lr_and_batch():
 
 def test_create_refuses_an_existing_run_and_points_latest(tmp_path):
     cfg = config.load("smoke", runs_root=str(tmp_path), run_name="a")
-    run_dir = runs.create_run_dir(cfg)
+    run_dir = runs.create_run(cfg)
     (run_dir / "out.log").write_text("x")
     assert (tmp_path / "latest").resolve() == run_dir.resolve()
     with pytest.raises(runs.RunDirError, match="already exists"):
-        runs.create_run_dir(cfg)
-    other = runs.create_run_dir(cfg.replace(run_name="b"))
-    assert runs.resolve_run_dir(cfg) == other.resolve()
+        runs.create_run(cfg)
+    other = runs.create_run(cfg.replace(run_name="b"))
+    assert runs.find_run(tmp_path / "latest") == other.resolve()
 
 
-def test_resolve_without_any_run_says_what_to_do(tmp_path):
-    cfg = config.load("smoke", runs_root=str(tmp_path))
+def test_finding_no_run_says_what_to_do(tmp_path):
     with pytest.raises(runs.RunDirError, match="01_prepare"):
-        runs.resolve_run_dir(cfg)
+        runs.find_run(tmp_path / "latest")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(runs.RunDirError, match="params.yaml"):
+        runs.open_run(tmp_path / "empty")
 
 
 def test_params_record_every_parameter_and_the_code_version(tmp_path):
     cfg = config.load("smoke", runs_root=str(tmp_path), run_name="p")
-    path = runs.save_params(cfg, runs.create_run_dir(cfg))
-    assert config.load_saved(path) == cfg
+    run_dir = runs.create_run(cfg)
+    path = run_dir / runs.PARAMS
+    assert runs.read_params(run_dir) == cfg
     assert "git_sha" in path.read_text() and "open_clip" in path.read_text()
+
+
+def test_open_run_reads_the_runs_params_and_records_overrides(tmp_path):
+    cfg = config.load("smoke", runs_root=str(tmp_path), run_name="o", lr=2e-4)
+    run_dir = runs.create_run(cfg)
+    before = (run_dir / runs.PARAMS).read_bytes()
+    assert runs.open_run(run_dir) == (cfg, run_dir.resolve())
+    assert runs.open_run(run_dir, {"lr": 2e-4})[0] == cfg and (run_dir / runs.PARAMS).read_bytes() == before
+    changed, _ = runs.open_run(run_dir, {"lr": 5e-5})
+    assert changed == cfg.replace(lr=5e-5) and runs.read_params(run_dir) == changed

@@ -1,0 +1,84 @@
+"""How good the attribute augmentation's completions are, where the truth is known.
+
+On the demo the generator knows what it drew (lib.demo.dataset.read_truth); on the real data the
+reference's own completions (`read_reference`) give a second opinion. Used by 02_augment.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from lib.augment.attribute_augmentation import FIELDS
+from lib.data.labels import CarVocabulary, LabelError, parse_car_text, read_lines
+
+
+def _present(values: pd.Series) -> pd.Series:
+    """True where a field has a value (None, NaN and "" mean absent, as in a table read with or
+    without keep_default_na)."""
+    return values.notna() & (values.astype(str).str.strip() != "")
+
+
+def _joined(augmented: pd.DataFrame, truth: pd.DataFrame, field: str) -> pd.DataFrame:
+    """The rows where `field` was filled, with the truth's value of that field beside them."""
+    if truth["image"].duplicated().any():
+        raise ValueError(f"truth has {int(truth['image'].duplicated().sum())} repeated image names")
+    rows = augmented[_present(augmented[f"filled_{field}"])][["image", f"filled_{field}"]]
+    joined = rows.merge(truth[["image", field]], on="image", how="left", validate="many_to_one")
+    lost = joined[~_present(joined[field])]
+    if len(lost):
+        raise ValueError(f"{len(lost)} images with a filled {field} have no {field} in the truth, "
+                         f"e.g. {lost['image'].iloc[0]!r}")
+    return joined
+
+
+def filled_accuracy(augmented: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """Per field: how many captions got it filled and how often the fill equals the truth.
+
+    `truth` has one row per image with columns image, colour, brand, type (the demo generator's
+    truth/train.csv, or the reference's completions from `read_reference`). Baseline: always
+    guessing the value most frequent among the captions that state the field (ties: first in
+    alphabetical order), which needs no model; `chance` is 1 / the number of values seen.
+    """
+    rows = []
+    cars = augmented[augmented["kind"] == "car"]
+    for field in FIELDS:
+        joined = _joined(augmented, truth, field)
+        stated = cars.loc[_present(cars[field]), field].astype(str)
+        counts = stated.value_counts()
+        majority = min(counts[counts == counts.max()].index) if len(counts) else ""
+        values = set(stated) | set(joined[field])
+        n = len(joined)
+        rows.append({"field": field, "filled": n,
+                     "accuracy": (joined[f"filled_{field}"] == joined[field]).mean() if n else math.nan,
+                     "majority_value": majority,
+                     "majority_accuracy": (joined[field] == majority).mean() if n else math.nan,
+                     "chance": 1 / len(values) if values else math.nan})
+    return pd.DataFrame(rows)
+
+
+def confusion_matrix(augmented: pd.DataFrame, truth: pd.DataFrame, field: str) -> pd.DataFrame:
+    """Counts: truth value (rows) x filled value (columns), over the captions where `field` was filled."""
+    if field not in FIELDS:
+        raise ValueError(f"field must be one of {', '.join(FIELDS)}, got {field!r}")
+    joined = _joined(augmented, truth, field)
+    labels = sorted(set(joined[field]) | set(joined[f"filled_{field}"]))
+    matrix = pd.crosstab(joined[field], joined[f"filled_{field}"]).reindex(
+        index=labels, columns=labels, fill_value=0)
+    matrix.index.name, matrix.columns.name = f"true {field}", f"filled {field}"
+    return matrix.astype("int64")
+
+
+def read_reference(path: str | os.PathLike, vocab: CarVocabulary) -> pd.DataFrame:
+    """The reference's augmented captions (`image$attribute$caption$augmented`, lib's vocabulary)
+    -> DataFrame[image, attribute, caption, augmented, colour, brand, type, line]."""
+    name, rows = Path(path).name, []
+    for number, line in enumerate(read_lines(path), start=1):
+        fields = line.split("$")
+        if len(fields) != 4 or not all(f.strip() for f in fields):
+            raise LabelError(name, number, f"expected 4 non-empty '$'-separated fields, got {len(fields)}")
+        parts = parse_car_text(fields[3], vocab)
+        rows.append((*fields, parts.colour, parts.brand, parts.type, number))
+    return pd.DataFrame(rows, columns=["image", "attribute", "caption", "augmented", *FIELDS, "line"])

@@ -1,0 +1,1 @@
+"""Step 4: retrieval (cached gallery embeddings, top-k), the organisers' metric, the submission."""

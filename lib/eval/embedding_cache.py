@@ -1,0 +1,113 @@
+"""On-disk cache of gallery embeddings: encode the 17,611 test images once, reuse them in every later run.
+
+A cache entry is `<cache_dir>/<key>.npy` (float32, rows in gallery order) plus `<key>.json` (what the
+key was made of, and the image names, checked on load). The key is the sha256 of:
+- `model_id`: the weights (a checkpoint's sha256, or `model_fingerprint(model)` for a model in memory);
+- every image's name, size and mtime (ns), in gallery order: a rewritten image changes its mtime, so
+  it invalidates without reading 17,611 files on every run; moving the folder (`mv`, `cp -p`) keeps
+  the entry. A tool that replaces a file by another of the same size AND restores the old mtime
+  would fool it: pass `cache_dir=None` after such surgery;
+- the preprocessing (open_clip's PreprocessCfg, our pad-to-square policy) and the compute precision;
+- the open_clip and torch versions (their transforms and kernels define the numbers) and KEY_VERSION.
+The device is NOT in the key: GPU and CPU embeddings differ by rounding only, and a CPU review of a
+GPU run should reuse the GPU's embeddings rather than spend hours re-encoding.
+
+float32, not float16, on disk: 17,611 × 1,280 × 4 B = 90 MB, and a cache hit must give bit for bit
+the ranking a cache miss gives (float16 would reorder near-ties between the two).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lib.data.images import ImageError
+from lib.files import atomic_write, atomic_write_text
+from lib.paths import REPO_ROOT
+
+DEFAULT_CACHE_DIR = REPO_ROOT / ".cache" / "embeddings"
+KEY_VERSION = 1
+
+
+def file_fingerprints(paths: Sequence[str | os.PathLike]) -> list[list]:
+    """[name, size, mtime_ns] per image; a missing image raises ImageError naming it."""
+    out = []
+    for path in map(Path, paths):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise ImageError(path, "missing (no such file)") from None
+        except OSError as e:
+            raise ImageError(path, f"unreadable ({e.strerror or e})") from None
+        out.append([path.name, st.st_size, st.st_mtime_ns])
+    return out
+
+
+def model_fingerprint(model: Any) -> str:
+    """sha256 of a model's state dict (names, dtypes, shapes, bytes): correct for weights in memory.
+
+    Costs one pass over the weights (about a second per GB); pass a checkpoint's sha256 as
+    `model_id` instead when there is one.
+    """
+    import torch
+
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().reshape(-1).contiguous().cpu()
+        h.update(f"{name}|{t.dtype}|{tuple(tensor.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def cache_key(model_id: str, paths: Sequence[str | os.PathLike], preprocess: dict,
+              precision: str) -> tuple[str, dict]:
+    """(key, description): the key names the entry; the description goes in its JSON sidecar."""
+    import open_clip
+    import torch
+
+    if not model_id:
+        raise ValueError("model_id is empty: pass the checkpoint's sha256 or model_fingerprint(model)")
+    files = file_fingerprints(paths)
+    parts = {"key_version": KEY_VERSION, "model_id": str(model_id), "preprocess": preprocess,
+             "precision": precision, "open_clip": open_clip.__version__, "torch": torch.__version__}
+    blob = json.dumps({**parts, "files": files}, sort_keys=True, separators=(",", ":"), default=str)
+    key = hashlib.sha256(blob.encode()).hexdigest()[:40]
+    return key, {**parts, "images": len(files), "names": [f[0] for f in files]}
+
+
+def load(cache_dir: str | os.PathLike, key: str, names: Sequence[str]) -> np.ndarray | None:
+    """The cached embeddings for `key`, or None (no entry, or an entry that does not match `names`)."""
+    npy, meta_path = _paths(cache_dir, key)
+    if not (npy.is_file() and meta_path.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        emb = np.load(npy, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        warnings.warn(f"ignoring unreadable embedding cache {npy}: {e}", stacklevel=2)
+        return None
+    if meta.get("names") != list(names) or emb.dtype != np.float32 or emb.ndim != 2 or len(emb) != len(names):
+        warnings.warn(f"ignoring embedding cache {npy}: it does not match the gallery", stacklevel=2)
+        return None
+    return emb
+
+
+def save(cache_dir: str | os.PathLike, key: str, emb: np.ndarray, description: dict) -> Path:
+    """Write the entry atomically (tmp file + os.replace): a crash never leaves a half entry behind."""
+    emb = np.ascontiguousarray(emb, dtype=np.float32)
+    npy, meta_path = _paths(cache_dir, key)
+    npy.parent.mkdir(parents=True, exist_ok=True)
+    meta = {**description, "shape": list(emb.shape), "dtype": "float32"}
+    atomic_write(npy, lambda f: np.save(f, emb, allow_pickle=False))
+    atomic_write_text(meta_path, json.dumps(meta, indent=1, default=str))
+    return npy
+
+
+def _paths(cache_dir: str | os.PathLike, key: str) -> tuple[Path, Path]:
+    return Path(cache_dir) / f"{key}.npy", Path(cache_dir) / f"{key}.json"

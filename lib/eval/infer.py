@@ -1,0 +1,99 @@
+"""Step 4: score a checkpoint on the val split and write the test submission.
+
+The checkpoint is chosen by rule (an explicit one, else the run's best fine-tuned epoch, else the
+profile's pretrained weights: the zero-shot baseline), and its identity keys the embedding cache.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from lib.config import Config
+from lib.data.layout import TEST_GT_FILE
+from lib.data.prepare import Prepared, load_prepared
+from lib.data.relevance import read_ground_truth, relevance_sets
+from lib.eval import retrieval, scoring, submission
+from lib.eval.metrics import check_same_queries
+from lib.files import atomic_write_text, sha256_file
+from lib.model.factory import model_from_config
+from lib.paths import resolve
+from lib.train.state import collect_result
+
+SCORES_FILE = "scores.json"
+SUBMISSION_FILE = "submission.json"
+
+
+@dataclass
+class Inference:
+    checkpoint: str  # what was scored ("" = the profile's pretrained weights)
+    val_scores: pd.DataFrame
+    val_result: retrieval.RetrievalResult
+    test_result: retrieval.RetrievalResult
+    submission_path: Path
+    test_scores: pd.DataFrame | None  # demo only: the generator knows the test answers
+
+
+def choose_checkpoint(run_dir: Path, checkpoint: str = "") -> str:
+    """An explicit checkpoint, else the run's best fine-tuned epoch, else "" (pretrained weights)."""
+    if checkpoint:
+        return checkpoint
+    best = collect_result(run_dir).best_checkpoint if (run_dir / "checkpoints").is_dir() else None
+    return str(best) if best else ""
+
+
+def model_identity(cfg: Config, checkpoint: str) -> str:
+    """Cache key of the weights: the file's sha256, or the architecture + pretrained tag."""
+    source = resolve(checkpoint) if checkpoint else None
+    if source is None and cfg.pretrained and cfg.path("pretrained").is_file():
+        source = cfg.path("pretrained")
+    if source is not None and Path(source).is_file():
+        return sha256_file(source)
+    return f"{cfg.model}/{cfg.pretrained}/{cfg.image_size}"
+
+
+def test_relevance(cfg: Config, queries: list[str]) -> list[set[str]] | None:
+    """The demo's test ground truth, checked to be in the queries' order; None for the real data."""
+    gt_path = cfg.path("data_root") / TEST_GT_FILE
+    if not gt_path.exists():
+        return None
+    gt = read_ground_truth(gt_path)
+    check_same_queries([text for text, _ in gt], queries, what="test_text.txt")
+    return [set(images) for _, images in gt]
+
+
+def infer(cfg: Config, run_dir: Path, checkpoint: str = "", prep: Prepared | None = None,
+          progress: bool = True) -> Inference:
+    prep = prep or load_prepared(run_dir)
+    chosen = choose_checkpoint(run_dir, checkpoint)
+    net, tokenizer, preprocess_cfg = model_from_config(cfg, chosen or None)
+    net.eval()
+    model_id = model_identity(cfg, chosen)
+    val_scores, val_result = scoring.evaluate_split(
+        net, tokenizer, preprocess_cfg, prep.val, relevance_sets(prep.val), cfg,
+        model_id=model_id, progress=progress)
+
+    queries = prep.test_queries
+    gallery_paths = [resolve(p) for p in prep.test_gallery["filepath"]]
+    test_result = retrieval.retrieve(net, tokenizer, preprocess_cfg, list(queries["text"]),
+                                     list(queries["kind"]), gallery_paths, model_id=model_id,
+                                     progress=progress, **retrieval.options(cfg))
+    path = run_dir / SUBMISSION_FILE
+    submission.write_submission(path, list(queries["text"]), test_result.image_names,
+                                gallery=set(prep.test_gallery["image"]))
+    relevant = test_relevance(cfg, list(queries["text"]))
+    test_scores = (scoring.score_table(test_result.image_names, relevant, list(queries["kind"]))
+                   if relevant is not None else None)
+    result = Inference(chosen, val_scores, val_result, test_result, path, test_scores)
+    write_scores(run_dir, result)
+    return result
+
+
+def write_scores(run_dir: Path, result: Inference) -> Path:
+    data = {"checkpoint": Path(result.checkpoint).name if result.checkpoint else "pretrained",
+            "val": scoring.flat_metrics(result.val_scores, prefix="")}
+    if result.test_scores is not None:
+        data["test"] = scoring.flat_metrics(result.test_scores, prefix="")
+    return atomic_write_text(run_dir / SCORES_FILE, json.dumps(data, indent=1, sort_keys=True) + "\n")

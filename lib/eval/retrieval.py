@@ -1,0 +1,137 @@
+"""Text-to-image retrieval: encode the gallery once (cached), encode the queries, top-k.
+
+Building blocks (`encode_gallery`, `classify_gallery`) and one call for notebooks, `retrieve`.
+Embeddings are L2-normalised float32 on the CPU, so scores are cosines and a cache hit ranks exactly
+as a miss (lib.eval.embedding_cache). Queries are rewritten by the run's query policy first
+(lib.eval.query_policy).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lib.data.transforms import as_preprocess_cfg
+from lib.eval import embedding_cache
+from lib.eval.embedding_cache import DEFAULT_CACHE_DIR
+from lib.eval.query_policy import KINDS, apply_policy
+from lib.eval.topk import topk
+from lib.model.device import resolve_precision
+from lib.model.encode import encode_images, encode_texts, model_device
+
+PAD_POLICY = "pad_to_square(fill=preprocess.fill_color), then open_clip eval transform"
+
+
+@dataclasses.dataclass
+class RetrievalResult:
+    """What `retrieve` found; row q of every per-query field belongs to query q (input order)."""
+
+    image_names: list[list[str]]  # the k best gallery names per query, best first
+    scores: np.ndarray  # (queries, k) float32 cosine similarities (-inf: masked by category)
+    indices: np.ndarray  # (queries, k) int64 rows of gallery_names
+    gallery_names: list[str]  # sorted by file name
+    encoded_texts: list[str]  # the query texts after the policy, as the model saw them
+    gallery_emb: torch.Tensor  # (gallery, d) float32, L2-normalised
+    query_emb: torch.Tensor  # (queries, d) float32, L2-normalised
+    cache_hit: bool  # True when the gallery embeddings came from the cache
+    gallery_kinds: list[str] | None = None  # category-aware only: 'car' | 'person' per gallery image
+    gallery_margin: np.ndarray | None = None  # cos(car centroid) - cos(person centroid) per image
+
+
+def sort_gallery(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Gallery paths sorted by file name (the submission's identifiers); duplicate names are refused."""
+    paths = sorted((Path(p) for p in paths), key=lambda p: p.name)
+    dupes = sorted({a.name for a, b in zip(paths, paths[1:]) if a.name == b.name})
+    if dupes:
+        raise ValueError(f"{len(dupes)} gallery image name(s) occur twice, e.g. {dupes[0]!r}: "
+                         "names must be unique")
+    return paths
+
+
+def encode_gallery(model: torch.nn.Module, paths: Sequence[str | os.PathLike], preprocess_cfg: Any, *,
+                   model_id: str | None = None, cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR,
+                   batch_size: int = 256, workers: int = 0, precision: str = "auto",
+                   progress: bool = True) -> tuple[list[str], torch.Tensor, bool]:
+    """(names sorted, embeddings in that order, cache_hit). Encodes only on a cache miss.
+
+    `model_id` identifies the weights and must change whenever they do: a checkpoint's sha256
+    (lib.files.sha256_file or its `.sha256` sidecar); None: the state dict is hashed (embedding_cache).
+    `cache_dir=None` encodes every time and writes nothing.
+    """
+    paths = sort_gallery(paths)
+    names = [p.name for p in paths]
+    if cache_dir is None:
+        return names, encode_images(model, paths, preprocess_cfg, batch_size=batch_size, workers=workers,
+                                    precision=precision, progress=progress), False
+    pp = dataclasses.asdict(as_preprocess_cfg(preprocess_cfg))
+    dtype = resolve_precision(precision, model_device(model))
+    key, description = embedding_cache.cache_key(
+        model_id or embedding_cache.model_fingerprint(model), paths, {**pp, "pad": PAD_POLICY}, dtype)
+    cached = embedding_cache.load(cache_dir, key, names)
+    if cached is not None:
+        return names, torch.from_numpy(cached), True
+    emb = encode_images(model, paths, preprocess_cfg, batch_size=batch_size, workers=workers,
+                        precision=precision, progress=progress)
+    embedding_cache.save(cache_dir, key, emb.numpy(), description)
+    return names, emb, False
+
+
+def classify_gallery(gallery_emb: torch.Tensor, query_emb: torch.Tensor,
+                     query_kinds: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """'car' or 'person' per gallery image, by the nearer centroid of the car / person QUERY embeddings.
+
+    Why the queries and not zero-shot prompts ("a photo of a car"): the fine-tuned model has only
+    ever seen captions in the queries' style, and the demo's tiny foundation model may never have seen
+    the prompt's words. Returns (kinds, margin = cos(car centroid) - cos(person centroid)); a margin
+    of exactly 0 counts as car. With queries of one kind only, every image gets that kind.
+    """
+    kinds = np.asarray(list(query_kinds))
+    present = [kind for kind in KINDS if (kinds == kind).any()]
+    if len(present) < 2:
+        return [present[0] if present else "car"] * len(gallery_emb), np.zeros(len(gallery_emb), np.float32)
+    centroid = {kind: F.normalize(query_emb[torch.from_numpy(kinds == kind)].float().mean(0), dim=0)
+                for kind in KINDS}
+    margin = (gallery_emb.float() @ (centroid["car"] - centroid["person"])).numpy()
+    return ["car" if m >= 0 else "person" for m in margin], margin
+
+
+def options(cfg: Any) -> dict[str, Any]:
+    """The `retrieve` keyword arguments a run's Config sets: `retrieve(..., **options(cfg))`."""
+    return {"policy": cfg.query_policy, "k": cfg.topk, "batch_size": cfg.eval_batch_size,
+            "workers": cfg.workers, "precision": cfg.precision, "category_aware": cfg.category_aware}
+
+
+def retrieve(model: torch.nn.Module, tokenizer: Any, preprocess_cfg: Any, query_texts: Sequence[str],
+             query_kinds: Sequence[str], gallery_paths: Sequence[str | os.PathLike], *,
+             policy: str = "none", k: int = 10, model_id: str | None = None,
+             cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR, batch_size: int = 256,
+             workers: int = 0, precision: str = "auto", category_aware: bool = False,
+             chunk: int = 1024, progress: bool = True) -> RetrievalResult:
+    """The k best gallery images per query (queries in input order, gallery sorted by file name).
+
+    `policy` rewrites car queries (lib.eval.query_policy); `category_aware`: car queries rank only images
+    classified as cars, person queries only persons (classify_gallery). The model stays on its device.
+    """
+    encoded = apply_policy(query_texts, query_kinds, policy)
+    names, gallery_emb, hit = encode_gallery(model, gallery_paths, preprocess_cfg, model_id=model_id,
+                                             cache_dir=cache_dir, batch_size=batch_size, workers=workers,
+                                             precision=precision, progress=progress)
+    query_emb = encode_texts(model, tokenizer, encoded, batch_size=batch_size, precision=precision,
+                             progress=progress)
+    groups, gallery_kinds, margin = {}, None, None
+    if category_aware:
+        gallery_kinds, margin = classify_gallery(gallery_emb, query_emb, query_kinds)
+        code = {kind: i for i, kind in enumerate(KINDS)}
+        groups = {"query_groups": torch.tensor([code[q] for q in query_kinds]),
+                  "gallery_groups": torch.tensor([code[g] for g in gallery_kinds])}
+    scores, idx = topk(query_emb, gallery_emb, k=k, chunk=chunk, **groups)
+    return RetrievalResult(
+        image_names=[[names[j] for j in row] for row in idx.tolist()], scores=scores.numpy(),
+        indices=idx.numpy(), gallery_names=names, encoded_texts=encoded, gallery_emb=gallery_emb,
+        query_emb=query_emb, cache_hit=hit, gallery_kinds=gallery_kinds, gallery_margin=margin)

@@ -1,0 +1,71 @@
+"""Scoring a model on a labelled split: retrieval + the organisers' relevance + mAP@10, by kind.
+
+The same function serves the training loop (every epoch), 04_infer and the quick review, so the
+number a run reports while training is the number the final notebook prints.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lib.config import Config
+from lib.data.relevance import relevance_sets
+from lib.eval import metrics, retrieval
+from lib.paths import resolve
+
+VAL_EVALUATOR = "lib.eval.scoring:run_val_evaluator"  # the training loop's evaluator, by name (torchrun)
+
+
+def score_table(image_names: list[list[str]], relevant: list[set[str]], kinds: list[str]) -> pd.DataFrame:
+    """mAP@10 (official and standard) and recall@k for all queries, cars and persons."""
+    per = metrics.per_query(image_names, relevant)
+    kinds_arr = np.asarray(kinds)
+    rows = {"all": metrics.summary(per)}
+    for kind in ("car", "person"):
+        if (kinds_arr == kind).any():
+            rows[kind] = metrics.summary(per, kinds_arr == kind)
+    return pd.DataFrame(rows).T[list(metrics.SUMMARY_KEYS)]
+
+
+def evaluate_split(model: torch.nn.Module, tokenizer: Any, preprocess_cfg: Any, table: pd.DataFrame,
+                   relevant: list[set[str]], cfg: Config, *, model_id: str | None = None,
+                   cache_dir: str | Path | None = retrieval.DEFAULT_CACHE_DIR, progress: bool = True,
+                   ) -> tuple[pd.DataFrame, retrieval.RetrievalResult]:
+    """Every line of `table` is a query; its images (unique, sorted) are the gallery."""
+    gallery = sorted({str(resolve(p)) for p in table["filepath"]})
+    result = retrieval.retrieve(model, tokenizer, preprocess_cfg, list(table["text"]), list(table["kind"]),
+                                gallery, model_id=model_id, cache_dir=cache_dir, progress=progress,
+                                **retrieval.options(cfg))
+    return score_table(result.image_names, relevant, list(table["kind"])), result
+
+
+def flat_metrics(scores: pd.DataFrame, prefix: str = "val_") -> dict[str, float]:
+    """`{"val_map10_official": ..., "val_car_map10_official": ...}` for metrics.jsonl."""
+    out: dict[str, float] = {}
+    for kind, row in scores.iterrows():
+        head = prefix if kind == "all" else f"{prefix}{kind}_"
+        out.update({f"{head}{key}": float(value) for key, value in row.items() if key != "queries"})
+    return out
+
+
+def run_val_evaluator(cfg: Config, run_dir: Path) -> Callable[[torch.nn.Module], dict[str, float]]:
+    """Evaluator factory for lib.train (`evaluator_factory=VAL_EVALUATOR`):
+    the run's prepared val table, scored with the model's own tokenizer and preprocessing."""
+    import open_clip
+
+    val = pd.read_csv(Path(run_dir) / "data" / "val.csv", keep_default_na=False)
+    relevant = relevance_sets(val)
+    tokenizer = open_clip.get_tokenizer(cfg.model)
+
+    def evaluate(model: torch.nn.Module) -> dict[str, float]:
+        net = getattr(model, "module", model)  # DDP wraps the model
+        scores, _ = evaluate_split(net, tokenizer, net.visual.preprocess_cfg, val, relevant, cfg,
+                                   cache_dir=None, progress=False)
+        return flat_metrics(scores, prefix="")  # the loop prefixes "val_"
+
+    return evaluate

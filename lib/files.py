@@ -1,0 +1,48 @@
+"""Writing files so that a crash never leaves half of one, and their sha256.
+
+Everything the kit keeps (checkpoints, tables, submissions, embedding caches, records) goes through
+`atomic_write`: the bytes go to a temporary file beside the target, are flushed to disk, and only
+then replace the target in one `os.replace`. A reader sees the old file or the new one, never a
+mixture, and an interrupted write leaves no temporary file behind.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The file's sha256 as 64 hex digits (read in chunks: fine for a 30 GB checkpoint)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
+    """Call write(f) on a temporary file beside `path`, fsync it, then put it in place (mode 644)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the kit's files are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """UTF-8, "\\n" line ends whatever the platform."""
+    return atomic_write_bytes(path, text.encode("utf-8"))

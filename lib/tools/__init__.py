@@ -1,0 +1,1 @@
+"""Study tools beside the pipeline: speed benchmarks against peers, the seed study."""

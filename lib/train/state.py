@@ -1,0 +1,146 @@
+"""A training run's checkpoints: what an exact resume needs, and which epoch is the best.
+
+checkpoints/epoch_N.pt and checkpoints/latest.pt hold open_clip's format plus what an exact resume
+needs: RNG states, the bad images met so far, the running train-loss sums. Everything in a
+checkpoint loads with `torch.load(weights_only=True)` (lib.model.checkpoints.load_checkpoint), so
+numpy's RNG state is kept as lists. The run's logs are lib.train.log's.
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lib.model.checkpoints import write_sidecar
+from lib.runs import RunDirError
+from lib.train.log import read_metrics
+
+LATEST = "latest.pt"
+EPOCH_FILE = re.compile(r"epoch_(\d+)\.pt$")
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def link_checkpoint(src: Path, dst: Path, digest: str) -> None:
+    """`dst` = the same bytes as `src` (latest.pt beside epoch_N.pt): a hard link, no second write
+    of a 30 GB file (a copy where links are not possible), with its own .sha256; both atomic."""
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+    write_sidecar(dst, digest)
+
+
+def epoch_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """checkpoints/epoch_N.pt sorted by N."""
+    found = [(int(m.group(1)), p) for p in ckpt_dir.glob("epoch_*.pt") if (m := EPOCH_FILE.search(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def resume_checkpoint(resume: str, run_dir: Path) -> Path | None:
+    """The checkpoint to resume from, or None for a fresh start; refuses to clobber a run.
+
+    `latest` picks checkpoints/latest.pt (a fresh start when the run has none yet, as open_clip).
+    """
+    ckpt_dir = run_dir / "checkpoints"
+    existing = sorted(ckpt_dir.glob("*.pt")) if ckpt_dir.is_dir() else []
+    if not resume:
+        if existing:
+            raise RunDirError(
+                f"{run_dir} already holds checkpoints ({', '.join(p.name for p in existing[:3])}"
+                f"{', ...' if len(existing) > 3 else ''}): continue that run with resume=latest, or "
+                f"train into a new run directory")
+        return None
+    if resume == "latest":
+        return ckpt_dir / LATEST if (ckpt_dir / LATEST).is_file() else None
+    path = Path(resume)
+    if not path.is_file():
+        raise FileNotFoundError(f"resume={resume}: no such checkpoint")
+    return path
+
+
+# ---------------------------------------------------------------------------------- result
+
+@dataclass
+class TrainResult:
+    """What a run produced: its checkpoints, evaluation rows, and the epoch to keep."""
+
+    run_dir: Path
+    checkpoints: list[Path]
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_checkpoint: Path | None = None
+    best_by: str = ""  # the metric that chose it
+
+    @property
+    def last_checkpoint(self) -> Path | None:
+        return self.checkpoints[-1] if self.checkpoints else None
+
+
+BEST_KEYS = (("val_map10_official", max), ("val_loss", min))
+
+
+def collect_result(run_dir: Path) -> TrainResult:
+    """Read a run directory back: best epoch by val map10_official, else val loss, else the last."""
+    run_dir = Path(run_dir)
+    checkpoints = epoch_checkpoints(run_dir / "checkpoints")
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    result = TrainResult(run_dir, checkpoints, rows)
+    by_epoch = {int(EPOCH_FILE.search(p.name).group(1)): p for p in checkpoints}
+    for key, pick in BEST_KEYS:
+        scored = [(r[key], r["epoch"]) for r in rows if r["epoch"] in by_epoch and r.get(key) is not None]
+        if scored:
+            best = pick(scored, key=lambda s: (s[0], -s[1]) if pick is max else (s[0], s[1]))
+            result.best_epoch, result.best_by = best[1], key
+            break
+    else:
+        if by_epoch:
+            result.best_epoch, result.best_by = max(by_epoch), "last epoch"
+    if result.best_epoch is not None:
+        result.best_checkpoint = by_epoch[result.best_epoch]
+    return result
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
+    """Delete epoch checkpoints but the `keep` newest and the best so far (a ViT-bigG checkpoint
+    with its optimizer state is ~30 GB); latest.pt is a link of its own and survives. Returns the
+    deleted files."""
+    if keep <= 0:
+        return []
+    result = collect_result(run_dir)
+    kept = set(result.checkpoints[-keep:]) | ({result.best_checkpoint} if result.best_checkpoint else set())
+    deleted = [p for p in result.checkpoints if p not in kept]
+    for path in deleted:
+        path.unlink()
+        path.with_name(path.name + ".sha256").unlink(missing_ok=True)
+    return deleted

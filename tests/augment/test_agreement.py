@@ -1,0 +1,68 @@
+"""lib.augment.agreement: the completions against a truth table, and the reference's completions."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from lib.augment import agreement, attribute_augmentation
+from lib.data import labels
+from lib.eval.query_policy import strip_prefix
+from tests import FIXTURES
+
+FIELDS_ALL = ("colour", "brand", "type")
+
+
+@pytest.fixture(scope="module")
+def real_vocab() -> labels.CarVocabulary:
+    """The vocabulary of the real val labels: 11 colours, 65 brands, 6 types."""
+    return labels.build_car_vocabulary(labels.read_labels(FIXTURES / "val_label.txt"))
+
+
+def _texts(caption, fields, vocab):
+    return [t for t, _ in attribute_augmentation.candidates(caption, vocab, fields)]
+
+
+def test_reference_completions_are_candidates(real_vocab):
+    """Every one of the reference's 3,371 completions is one of our candidates (all fields allowed)
+    and keeps the fields its caption had: same candidate space as the reference."""
+    ref = agreement.read_reference(FIXTURES / "a3r_val_car_captions.txt", real_vocab)
+    assert len(ref) == 3371 and ref[list(FIELDS_ALL)].notna().all().all()
+    assert ref.loc[ref["image"] == "nxyrwufnwj.jpg", ["brand", "type"]].values.tolist() == [
+        ["Balong Heavy Truck", "Truck"]]
+    by_caption = {}
+    for row in ref.itertuples():
+        if row.caption not in by_caption:
+            texts = _texts(row.caption, FIELDS_ALL, real_vocab)
+            by_caption[row.caption] = {strip_prefix(t) for t in texts}
+        assert row.augmented in by_caption[row.caption], row
+
+
+def test_read_reference_names_bad_line(tmp_path, real_vocab):
+    path = tmp_path / "ref.txt"
+    path.write_text("a.jpg$white Audi$This is a white Audi$white Audi Sedan\nb.jpg$white Audi$A white Audi\n")
+    with pytest.raises(labels.LabelError, match="ref.txt:2"):
+        agreement.read_reference(path, real_vocab)
+
+
+# --- checking the fills ---------------------------------------------------------------------------
+def test_filled_accuracy_and_confusion():
+    aug = pd.DataFrame({
+        "image": ["a", "b", "c", "d", "e", "p"], "kind": ["car"] * 5 + ["person"],
+        "colour": ["red", "red", "white", "", "", ""], "brand": ["Audi"] * 3 + ["", "", ""],
+        "type": ["", "", "", "Truck", "Truck", ""],
+        "filled_colour": ["", "", "", "red", "white", ""], "filled_brand": [""] * 6,
+        "filled_type": ["Sedan", "SUV", "Sedan", "", "", ""]})
+    truth = pd.DataFrame({"image": ["a", "b", "c", "d", "e", "p"], "kind": aug["kind"],
+                          "colour": ["red", "red", "white", "white", "white", ""],
+                          "brand": ["Audi"] * 5 + [""],
+                          "type": ["Sedan", "Sedan", "SUV", "Truck", "Truck", ""]})
+    acc = agreement.filled_accuracy(aug, truth).set_index("field")
+    assert acc.loc["type", "filled"] == 3 and acc.loc["type", "accuracy"] == pytest.approx(1 / 3)
+    assert acc.loc["type", "majority_value"] == "Truck" and acc.loc["type", "majority_accuracy"] == 0
+    assert acc.loc["colour", "accuracy"] == 0.5 and acc.loc["colour", "majority_value"] == "red"
+    assert acc.loc["colour", "majority_accuracy"] == 0.0 and acc.loc["brand", "filled"] == 0
+    m = agreement.confusion_matrix(aug, truth, "type")
+    assert m.loc["Sedan"].tolist() == [1, 1] and m.loc["SUV"].tolist() == [0, 1]  # columns SUV, Sedan
+    assert int(m.to_numpy().sum()) == 3 and list(m.columns) == ["SUV", "Sedan"]
+    with pytest.raises(ValueError, match="no colour in the truth"):
+        agreement.filled_accuracy(aug, truth[truth["image"] != "d"])

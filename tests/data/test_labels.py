@@ -1,0 +1,215 @@
+"""lib.data.labels: strict reading, car vocabulary, query routing, the CLI (`python -m lib.labels`)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lib.data import labels
+from lib.data.labels import CarParts, LabelError
+from lib.paths import REPO_ROOT as REPO
+from tests import FIXTURES
+
+VAL = FIXTURES / "val_label.txt"  # the organisers' real val labels
+PERSON = "1,0,1,0,1,0,0,0,0,0,0,0,0,1,0,0,0,0,0,0,0"
+PERSON_TEXT = ("A female pedestrian who is between 18 and 60 years old, with her body facing the camera. "
+               "She is in a tee shirt with short sleeves.")
+
+
+def bits(*ones: int) -> str:
+    """A 21-bit person attribute with the given bits set."""
+    return ",".join("1" if k in ones else "0" for k in range(21))
+
+
+def write(tmp_path: Path, content: str | bytes, name: str = "val_label.txt") -> Path:
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def val() -> pd.DataFrame:
+    return labels.read_labels(VAL)
+
+
+@pytest.fixture(scope="module")
+def vocab(val) -> labels.CarVocabulary:
+    return labels.build_car_vocabulary(val)
+
+
+# --- the real validation labels -------------------------------------------------------------------
+def test_real_val_counts_and_vocabulary(val, vocab):
+    assert list(val.columns[:5]) == ["image", "attribute", "text", "kind", "line"]
+    assert len(val) == 10_000 and val["line"].tolist() == list(range(1, 10_001))
+    assert val["kind"].value_counts().to_dict() == {"person": 6587, "car": 3413}
+    assert (val["kind"].iloc[:3413] == "car").all()  # file order kept: cars first, then persons
+    assert val.iloc[0][["image", "attribute", "text"]].tolist() == [
+        "kcbluaihml.jpg", "white Audi.", "This is a white Audi."]
+    assert vocab.colours == ("black", "blue", "brown", "green", "grey", "orange", "pink", "purple",
+                             "red", "white", "yellow")
+    assert vocab.types == ("Bus", "Microbus", "Minivan", "SUV", "Sedan", "Truck")
+    assert len(vocab.brands) == 65 and list(vocab.brands) == sorted(vocab.brands)
+    multi_word = {"Golden Dragon", "China-Moto", "MORRIS-GARAGE", "Balong Heavy Truck", "Hongyan"}
+    assert multi_word <= set(vocab.brands)
+    assert not set(vocab.brands) & set(vocab.types)
+
+
+def test_real_val_car_fields(val, vocab):
+    table = labels.add_car_fields(val, vocab)
+    cars, persons = table[table["kind"] == "car"], table[table["kind"] == "person"]
+    assert persons[["colour", "brand", "type"]].isna().all().all()
+    assert set(cars["type"].dropna()) == set(vocab.types)  # each of the 6 types occurs as a bare type
+    assert cars[["brand", "type"]].notna().any(axis=1).all()  # every car attribute names something
+    # the caption says the same as the attribute, and always has a prefix
+    for attribute, text in zip(cars["attribute"], cars["text"]):
+        a, t = labels.parse_car_text(attribute, vocab), labels.parse_car_text(text, vocab)
+        assert (a.colour, a.brand, a.type) == (t.colour, t.brand, t.type) and t.prefix
+    balong = cars[cars["attribute"] == "Balong Heavy Truck."].iloc[0]
+    assert (balong["colour"], balong["brand"], balong["type"]) == (None, "Balong Heavy Truck", None)
+
+
+def test_real_val_router(val):
+    routed = [labels.query_kind(text) for text in val["text"]]
+    assert routed == val["kind"].tolist()
+
+
+# --- strict reading -------------------------------------------------------------------------------
+GOOD = f"a.jpg$white Audi.$This is a white Audi.\n000001.jpg${PERSON}${PERSON_TEXT}\n"
+
+
+@pytest.mark.parametrize("bad_line, problem", [
+    ("b.jpg$white Audi.", "expected 3 '$'-separated fields, got 2"),
+    ("b.jpg$white Audi.$A white Audi.$extra", "expected 3 '$'-separated fields, got 4"),
+    ("$white Audi.$A white Audi.", "empty image name"),
+    ("b.jpg$white Audi.$", "empty text"),
+    ("b.jpg$$A white Audi.", "empty attribute"),
+    (f"000002.jpg${bits(0, 2)[:-2]}${PERSON_TEXT}",
+     "person attribute has 20 comma-separated values, expected 21"),
+    (f"000002.jpg${bits(0, 2)[:-1]}2${PERSON_TEXT}", "person attribute value 21 is '2', expected 0 or 1"),
+])
+def test_malformed_line_names_file_and_line(tmp_path, bad_line, problem):
+    path = write(tmp_path, GOOD + bad_line + "\n" + GOOD)
+    with pytest.raises(LabelError) as err:
+        labels.read_labels(path)
+    assert str(err.value) == f"val_label.txt:3: {problem}"
+    assert isinstance(err.value, ValueError) and err.value.line == 3
+
+
+def test_blank_line_in_the_middle(tmp_path):
+    with pytest.raises(LabelError, match=r"^val_label.txt:3: blank line"):
+        labels.read_labels(write(tmp_path, GOOD + "\n" + GOOD))
+
+
+def test_bad_utf8_names_its_line(tmp_path):
+    path = write(tmp_path, GOOD.encode() + b"b.jpg$white Audi.$A white \xff Audi.\n")
+    with pytest.raises(LabelError, match=r"^val_label.txt:3: not UTF-8 \(byte 0xff"):
+        labels.read_labels(path)
+    with pytest.raises(LabelError, match=r"^test_text.txt:2: not UTF-8"):
+        labels.read_queries(write(tmp_path, b"A white Audi.\nA red \xc3( BMW.\n", "test_text.txt"))
+
+
+def test_odd_but_valid_files(tmp_path):
+    reference = labels.read_labels(write(tmp_path, GOOD))
+    for content in (b"\xef\xbb\xbf" + GOOD.encode(),              # BOM
+                    GOOD.replace("\n", "\r\n").encode(),          # CRLF
+                    (GOOD + "\n\n  \n").encode()):                # trailing blank lines
+        assert labels.read_labels(write(tmp_path, content)).equals(reference)
+    bare = f"a.jpg$white Audi$This is a white Audi\n000001.jpg${PERSON}${PERSON_TEXT.rstrip('.')}\n"
+    no_periods = labels.read_labels(write(tmp_path, bare))
+    assert no_periods["kind"].tolist() == ["car", "person"]
+    assert no_periods["attribute"].tolist() == ["white Audi", PERSON]  # kept as in the file
+    assert no_periods["text"].tolist() == ["This is a white Audi", PERSON_TEXT.rstrip(".")]
+    with_period = labels.read_labels(write(tmp_path, f"000001.jpg${PERSON}.${PERSON_TEXT}\n"))
+    assert with_period["kind"].tolist() == ["person"]
+    odd = labels.read_labels(write(tmp_path, "a.jpg$A white Audi.$This is a white Audi.\n" + GOOD + GOOD))
+    assert odd["image"].tolist() == ["a.jpg", "a.jpg", "000001.jpg", "a.jpg", "000001.jpg"]  # repeats kept
+    vocab = labels.build_car_vocabulary(odd)
+    assert (vocab.colours, vocab.brands) == (("white",), ("Audi",))
+    assert labels.parse_car_text("A white Audi.", vocab) == CarParts("A ", "white", "Audi", None)
+
+
+# --- cars -----------------------------------------------------------------------------------------
+def cars(*attributes: str) -> pd.DataFrame:
+    return pd.DataFrame({"image": [f"{k}.jpg" for k in range(len(attributes))], "attribute": attributes,
+                         "text": attributes, "kind": "car", "line": range(1, len(attributes) + 1)})
+
+
+def test_vocabulary_rule_for_brands_and_types():
+    vocab = labels.build_car_vocabulary(cars(
+        "white Golden Dragon.", "pink China-Moto.", "blue MORRIS-GARAGE", "Balong Heavy Truck.",
+        "Hongyan.", "Truck.", "white Audi.", "Audi Sedan.", "red Mini SUV.", "Foo Bar Bus."))
+    # "Audi Sedan": Audi is a brand on its own elsewhere, so Sedan is split off; "Mini SUV" and
+    # "Foo Bar Bus" have no such brand elsewhere, so they stay whole (like "Balong Heavy Truck").
+    assert vocab.brands == ("Audi", "Balong Heavy Truck", "China-Moto", "Foo Bar Bus", "Golden Dragon",
+                            "Hongyan", "MORRIS-GARAGE", "Mini SUV")
+    assert vocab.colours == ("blue", "pink", "red", "white")
+    assert labels.build_car_vocabulary(cars("Audi Van."), types=("Van",)).types == ("Van",)
+
+
+@pytest.mark.parametrize("text, parts", [
+    ("white Golden Dragon.", (None, "white", "Golden Dragon", None)),
+    ("pink China-Moto", (None, "pink", "China-Moto", None)),
+    ("blue MORRIS-GARAGE Sedan.", (None, "blue", "MORRIS-GARAGE", "Sedan")),
+    ("Balong Heavy Truck.", (None, None, "Balong Heavy Truck", None)),
+    ("Balong Heavy Truck Truck.", (None, None, "Balong Heavy Truck", "Truck")),
+    ("grey Golden Dragon Bus", (None, "grey", "Golden Dragon", "Bus")),
+    ("Truck.", (None, None, None, "Truck")),
+    ("red SUV.", (None, "red", None, "SUV")),
+    ("Hongyan.", (None, None, "Hongyan", None)),
+    ("white.", (None, "white", None, None)),
+    ("silver Unknown Brand Sedan.", (None, "silver", "Unknown Brand", "Sedan")),
+    ("Unknown Brand", (None, None, "Unknown Brand", None)),
+])
+def test_parse_brands(vocab, text, parts):
+    got = labels.parse_car_text(text, vocab)
+    assert (got.colour, got.brand, got.type) == parts[1:] and got.prefix == ""
+
+
+@pytest.mark.parametrize("prefix", ["This is a ", "This is an ", "A ", "An "])
+def test_parse_caption_prefixes(vocab, prefix):
+    assert labels.parse_car_text(f"{prefix}grey Chery Sedan.", vocab) == CarParts(
+        prefix, "grey", "Chery", "Sedan")
+    assert labels.parse_car_text(f"{prefix}orange Balong Heavy Truck Truck", vocab) == CarParts(
+        prefix, "orange", "Balong Heavy Truck", "Truck")
+    assert labels.parse_car_text(f"{prefix}SUV.", vocab) == CarParts(prefix, None, None, "SUV")
+
+
+# --- queries --------------------------------------------------------------------------------------
+def test_read_queries(tmp_path):
+    texts = ["This is a grey Chery Sedan.", "An orange MAN Truck.", "A white Mini.", PERSON_TEXT,
+             "A walking man who is at least 60 years old, and is standing sideways. He is wearning a hat.",
+             "A pedestrian who is female is a minor, with her body back to the camera. She is in a longcoat."]
+    path = write(tmp_path, "\ufeff" + "\r\n".join(texts) + "\r\n\r\n", "test_text.txt")
+    queries = labels.read_queries(path)
+    assert list(queries.columns) == ["text", "kind", "line"]
+    assert queries["text"].tolist() == texts  # exactly as in the file
+    assert queries["kind"].tolist() == ["car"] * 3 + ["person"] * 3
+    assert queries["line"].tolist() == [1, 2, 3, 4, 5, 6]
+
+
+# --- CLI ------------------------------------------------------------------------------------------
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lib.labels", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_cli(tmp_path):
+    done = cli(str(VAL))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (result["lines"], result["car"], result["person"]) == (10_000, 3413, 6587)
+    assert (len(result["colours"]), len(result["types"]), len(result["brands"])) == (11, 6, 65)
+
+    bad = cli(str(write(tmp_path, GOOD + "b.jpg$white Audi.\n")))
+    assert bad.returncode == 1
+    assert "val_label.txt:3: expected 3 '$'-separated fields, got 2" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+    queries = write(tmp_path, f"This is a grey Chery Sedan.\n{PERSON_TEXT}\n{PERSON_TEXT}\n", "test_text.txt")
+    done = cli("--queries", str(queries))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"queries": 3, "car": 1, "person": 2}

@@ -1,0 +1,97 @@
+"""lib.data.relevance: the organisers' relevance rule on the real val labels and by hand, the GT file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lib.data import labels, relevance
+from lib.data.labels import LabelError
+from tests import FIXTURES
+
+VAL = FIXTURES / "val_label.txt"  # the organisers' real val labels
+PERSON_TEXT = ("A female pedestrian who is between 18 and 60 years old, with her body facing the camera. "
+               "She is in a tee shirt with short sleeves.")
+
+
+def bits(*ones: int) -> str:
+    """A 21-bit person attribute with the given bits set."""
+    return ",".join("1" if k in ones else "0" for k in range(21))
+
+
+def write(tmp_path: Path, content: str | bytes, name: str = "val_label.txt") -> Path:
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def val() -> pd.DataFrame:
+    return labels.read_labels(VAL)
+
+
+def test_real_val_relevance(val):
+    sets = relevance.relevance_sets(val)
+    assert len(sets) == len(val)
+    assert all(image in s for image, s in zip(val["image"], sets))
+    sizes = np.array([len(s) for s in sets])
+    person = (val["kind"] == "person").to_numpy()
+    assert np.median(sizes[person]) == 66  # persons.md
+    assert sizes[person].mean() == pytest.approx(104, abs=1)
+    kinds = dict(zip(val["image"], val["kind"]))
+    assert all({kinds[i] for i in s} == {kind} for s, kind in zip(sets, val["kind"]))
+
+
+# --- relevance and ground truth -------------------------------------------------------------------
+def test_relevance_hand_made_example():
+    rows = [("c1.jpg", "white Audi."), ("c2.jpg", "white Audi"), ("c3.jpg", "red Audi."),
+            ("c4.jpg", "Truck."),
+            ("p1.jpg", bits(0, 2, 4)),      # female, adult, front
+            ("p2.jpg", bits(0, 2, 4, 9)),   # the same with a handbag: covers p1
+            ("p3.jpg", bits(2, 4)),         # male, adult, front: other gender
+            ("p4.jpg", bits(0, 2, 5)),      # female, adult, side
+            ("p5.jpg", bits(0, 2, 4)),      # same vector as p1
+            ("p6.jpg", bits())]             # male, nothing else: any male covers it
+    df = pd.DataFrame(rows, columns=["image", "attribute"])
+    df["kind"] = ["car"] * 4 + ["person"] * 6
+    assert relevance.relevance_sets(df) == [
+        {"c1.jpg", "c2.jpg"}, {"c1.jpg", "c2.jpg"}, {"c3.jpg"}, {"c4.jpg"},
+        {"p1.jpg", "p2.jpg", "p5.jpg"}, {"p2.jpg"}, {"p3.jpg"}, {"p4.jpg"},
+        {"p1.jpg", "p2.jpg", "p5.jpg"}, {"p3.jpg", "p6.jpg"}]
+
+
+def test_ground_truth_round_trip(tmp_path):
+    texts = ["A white Audi.", "A white Audi.", PERSON_TEXT]
+    relevant = [{"b.jpg", "a.jpg"}, ["c.jpg"], {"000002.jpg", "000001.jpg", "000010.jpg"}]
+    path = relevance.write_ground_truth(tmp_path / "gt" / "val_gt.txt", texts, relevant)
+    assert path.read_text(encoding="utf-8").splitlines()[0] == "A white Audi.$a.jpg$b.jpg"
+    assert relevance.read_ground_truth(path) == [
+        ("A white Audi.", ["a.jpg", "b.jpg"]), ("A white Audi.", ["c.jpg"]),
+        (PERSON_TEXT, ["000001.jpg", "000002.jpg", "000010.jpg"])]
+    with pytest.raises(ValueError, match="query 1"):
+        relevance.write_ground_truth(tmp_path / "x.txt", ["a", "b$c"], [{"a.jpg"}, {"b.jpg"}])
+    with pytest.raises(ValueError, match="2 texts but 1"):
+        relevance.write_ground_truth(tmp_path / "x.txt", ["a", "b"], [{"a.jpg"}])
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("a$x.jpg\n$y.jpg\n", "val_gt.txt:2: empty query text"),
+    ("a$x.jpg\nb$y.jpg$$z.jpg\n", "val_gt.txt:2: empty image name in field 3"),
+    ("a$x.jpg\nb$y.jpg$y.jpg\n", "val_gt.txt:2: image name repeated: y.jpg"),
+    ("a$x.jpg\n\nb$y.jpg\n", "val_gt.txt:2: blank line before the end of the file"),
+])
+def test_read_ground_truth_errors(tmp_path, content, problem):
+    with pytest.raises(LabelError) as err:
+        relevance.read_ground_truth(write(tmp_path, content, "val_gt.txt"))
+    assert str(err.value) == problem
+
+
+def test_val_ground_truth_file(tmp_path, val):
+    sets = relevance.relevance_sets(val)
+    path = relevance.write_ground_truth(tmp_path / "val_gt.txt", val["text"].tolist(), sets)
+    back = relevance.read_ground_truth(path)
+    assert [t for t, _ in back] == val["text"].tolist()
+    assert [set(names) for _, names in back] == sets
+    assert all(names == sorted(names) for _, names in back)

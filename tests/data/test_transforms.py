@@ -1,0 +1,137 @@
+"""lib.data.transforms: pad then open_clip's transform; the two-stage cut equals the whole, bit for bit."""
+from __future__ import annotations
+
+import pickle
+import random
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from open_clip.transform import PreprocessCfg
+from PIL import Image
+
+from lib.data import transforms
+
+RNG = np.random.default_rng(0)
+
+
+def noise(h, w, c=3):
+    return RNG.integers(0, 256, (h, w, c), dtype=np.uint8)
+
+
+MEAN, STD = (0.5, 0.25, 0.125), (0.5, 0.25, 0.5)
+
+
+def cfg(size=64, **kw):
+    return PreprocessCfg(size=size, mean=MEAN, std=STD, **kw)
+
+
+def normalised(value):
+    return [(value - m) / s for m, s in zip(MEAN, STD)]
+
+
+@pytest.mark.parametrize("make", [transforms.eval_transform, transforms.train_transform])
+def test_transform_shape_dtype_and_normalisation_come_from_the_cfg(make):
+    t = make(cfg())
+    out = t(np.full((30, 50, 3), 255, np.uint8))
+    assert out.shape == (3, 64, 64) and out.dtype == torch.float32
+    grey = t(np.full((40, 40, 3), 102, np.uint8))  # square: no padding, one grey value everywhere
+    expected = torch.tensor(normalised(102 / 255)).view(3, 1, 1).expand(3, 64, 64)
+    torch.testing.assert_close(grey, expected, atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(16, 64), (20, 100), (64, 16), (30, 300)])
+def test_eval_transform_pads_instead_of_cropping(shape):
+    """A wide (tall) white image on black: the padding survives as black rows (columns)."""
+    out = transforms.eval_transform(cfg())(np.full(shape + (3,), 255, np.uint8))
+    if shape[0] > shape[1]:  # tall: look at columns instead of rows
+        out = out.transpose(1, 2)
+    black = torch.tensor(normalised(0.0)).view(3, 1).expand(3, 64)
+    white = torch.tensor(normalised(1.0)).view(3, 1).expand(3, 64)
+    torch.testing.assert_close(out[:, 0, :], black, atol=1e-3, rtol=0)  # top (left) padding
+    torch.testing.assert_close(out[:, -1, :], black, atol=1e-3, rtol=0)  # bottom (right) padding
+    torch.testing.assert_close(out[:, 32, :], white, atol=2e-2, rtol=0)  # the content, not cropped
+
+
+def test_train_transform_uses_scale_and_keeps_the_padding():
+    t = transforms.train_transform(cfg(), scale=(0.9, 1.0))
+    crops = [s for s in t.inner.transforms if type(s).__name__ == "RandomResizedCrop"]
+    assert len(crops) == 1 and tuple(crops[0].scale) == (0.9, 1.0) and tuple(crops[0].size) == (64, 64)
+    black = torch.tensor(normalised(0.0)).view(3, 1).expand(3, 64)
+    torch.manual_seed(0)
+    for _ in range(10):  # a crop of >= 90% of a 64² square starts within a few pixels of the top
+        out = t(np.full((16, 64, 3), 255, np.uint8))
+        assert out.shape == (3, 64, 64)
+        torch.testing.assert_close(out[:, 0, :], black, atol=1e-3, rtol=0)
+    assert tuple(transforms.train_transform(cfg(), scale=(0.5, 1.0)).inner.transforms[0].scale) == (0.5, 1.0)
+
+
+def test_eval_transform_is_open_clips_own_after_padding():
+    img = noise(48, 48)  # already square: pad is a no-op, so the result must be open_clip's exactly
+    ours = transforms.eval_transform(cfg(size=32))(img)
+    theirs = open_clip.transform.image_transform_v2(cfg(size=32), is_train=False)(Image.fromarray(img))
+    torch.testing.assert_close(ours, theirs)
+
+
+def test_transforms_accept_the_models_preprocess_dict_and_pickle():
+    as_model_has_it = {"size": (32, 32), "mean": MEAN, "std": STD, "interpolation": "bicubic",
+                       "resize_mode": "shortest", "fill_color": 0, "mode": "RGB"}
+    t = transforms.eval_transform(as_model_has_it)
+    assert t(noise(10, 30)).shape == (3, 32, 32)
+    sized = transforms.eval_transform({"image_size": 24, "mean": MEAN, "std": STD})
+    assert sized(noise(9, 5)).shape == (3, 24, 24)
+    t2 = pickle.loads(pickle.dumps(transforms.train_transform(as_model_has_it)))
+    assert t2(noise(10, 30)).shape == (3, 32, 32)
+    with pytest.raises(ValueError, match="RGB"):
+        t(noise(10, 10, 4))
+
+
+JITTER = dict(photometric_jitter=(0.3, 0.4, 0.3, 0.0), photometric_jitter_prob=0.8)
+
+
+@pytest.mark.parametrize("shape", [(48, 48), (10, 30), (37, 11)])
+@pytest.mark.parametrize("kind", ["eval", "train", "train+jitter"])
+def test_two_stage_batch_equals_the_per_image_transform(shape, kind):
+    """Workers send uint8, the batch is normalised once: the result must not change by one bit,
+    and a random crop (and colour jitter) must draw the same numbers as the whole transform does."""
+    extra = JITTER if kind == "train+jitter" else {}
+    split = (transforms.eval_two_stage(cfg(size=32)) if kind == "eval"
+             else transforms.train_two_stage(cfg(size=32), (0.5, 1.0), **extra))
+    whole = (transforms.eval_transform(cfg(size=32)) if kind == "eval"
+             else transforms.train_transform(cfg(size=32), (0.5, 1.0), **extra))
+    imgs = [noise(*shape), noise(*shape[::-1]), noise(*shape)]
+    sent, expected = [], []
+    for i, img in enumerate(imgs):
+        torch.manual_seed(i), random.seed(i)
+        sent.append(split.to_uint8(img))
+        torch.manual_seed(i), random.seed(i)
+        expected.append(whole(img))
+    sent = torch.stack(sent)
+    assert sent.dtype == torch.uint8 and sent.shape == (3, 3, 32, 32)
+    assert torch.equal(split.normalise(sent), torch.stack(expected))
+
+
+def test_photometric_jitter_is_open_clips_colour_jitter_and_only_when_asked():
+    from open_clip.transform import color_jitter
+    plain = transforms.train_transform(cfg(size=32))
+    jittered = transforms.train_transform(cfg(size=32), **JITTER)
+    assert not any(isinstance(t, color_jitter) for t in plain.inner.transforms)
+    found = [t for t in jittered.inner.transforms if isinstance(t, color_jitter)]
+    assert len(found) == 1 and found[0].p == 0.8 and found[0].transf.hue is None  # hue 0: colours kept
+    assert found[0].transf.contrast == (0.6, 1.4)
+    # it changes pixels, and only through the seeded generators: same seeds, same image
+    img = noise(20, 40)
+    outs = []
+    for t in (plain, jittered, jittered):
+        torch.manual_seed(5), random.seed(3)
+        outs.append(t(img))
+    assert not torch.equal(outs[0], outs[1]) and torch.equal(outs[1], outs[2])
+    with pytest.raises(ValueError, match="brightness, contrast, saturation, hue"):
+        transforms.train_transform(cfg(size=32), photometric_jitter=(0.3, 0.4), photometric_jitter_prob=0.5)
+
+
+def test_two_stage_refuses_a_transform_it_does_not_know():
+    from torchvision.transforms import Compose, ToTensor
+    with pytest.raises(ValueError, match="cannot cut"):
+        transforms.TwoStageTransform(transforms.PadThen(Compose([ToTensor()])))

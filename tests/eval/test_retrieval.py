@@ -1,0 +1,92 @@
+"""lib.eval.retrieval: gallery order, options from the config, category-aware masking, bad gallery images."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lib.data.images import ImageError
+from lib.eval import retrieval
+from lib.eval.query_policy import POLICIES
+
+# --- gallery order and encoding -------------------------------------------------------------------
+
+
+def test_gallery_sorted_by_name_and_rows_match(clip, gallery):
+    model, _, pp = clip
+    names, emb, hit = retrieval.encode_gallery(model, gallery, pp, cache_dir=None, batch_size=4,
+                                               progress=False)
+    assert names == ["a.png", "b.png", "c.png", "d.png", "e.png", "f.png"] and not hit
+    assert emb.dtype == torch.float32 and emb.device.type == "cpu" and not torch.is_inference(emb)
+    assert torch.allclose(emb.norm(dim=1), torch.ones(len(names)), atol=1e-5)
+    folder = gallery[0].parent
+    one_by_one = torch.cat([retrieval.encode_images(model, [folder / n], pp, progress=False) for n in names])
+    assert torch.allclose(emb, one_by_one, atol=1e-5)  # row i is image names[i]
+    assert len(set(map(tuple, emb.numpy().round(4).tolist()))) == len(names)  # distinct images
+
+
+def test_options_from_config_are_retrieve_arguments():
+    import inspect
+
+    from lib import config
+
+    opts = retrieval.options(config.load("demo"))
+    assert set(opts) <= set(inspect.signature(retrieval.retrieve).parameters)
+    assert opts["policy"] in POLICIES
+
+
+def test_duplicate_names_refused(tmp_path):
+    with pytest.raises(ValueError, match="x.png"):
+        retrieval.sort_gallery([tmp_path / "a" / "x.png", tmp_path / "b" / "x.png"])
+
+
+# --- cache ----------------------------------------------------------------------------------------
+
+
+# --- bad gallery images ---------------------------------------------------------------------------
+
+
+def test_missing_gallery_image_named(clip, gallery, tmp_path):
+    model, _, pp = clip
+    gallery[2].unlink()  # f.png
+    for cache_dir in (None, tmp_path / "cache"):
+        with pytest.raises(ImageError, match="f.png"):
+            retrieval.encode_gallery(model, gallery, pp, cache_dir=cache_dir, progress=False)
+
+
+# --- top-k ----------------------------------------------------------------------------------------
+
+
+# --- category-aware -------------------------------------------------------------------------------
+
+
+def test_classify_gallery_by_query_centroids():
+    car, person = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0])
+    queries = torch.stack([car, car * 0.9 + person * 0.1, person])
+    gallery = torch.stack([person * 0.8 + car * 0.2, car, person])
+    kinds, margin = retrieval.classify_gallery(gallery, queries, ["car", "car", "person"])
+    assert kinds == ["person", "car", "person"] and margin[1] > 0 > margin[0]
+    assert retrieval.classify_gallery(gallery, queries[:2], ["car", "car"])[0] == ["car"] * 3
+
+
+def test_retrieve_category_aware(clip, gallery, tmp_path, monkeypatch):
+    model, tokenizer, pp = clip
+    # the untrained clip model cannot tell cars from persons: fix the classification (wide = car)
+    fixed = {name: "car" for name in ("a.png", "b.png", "c.png")} | {
+        name: "person" for name in ("d.png", "e.png", "f.png")}
+    monkeypatch.setattr(retrieval, "classify_gallery",
+                        lambda g, q, k: (list(fixed.values()), np.zeros(len(g))))
+    texts = ["This is a white Audi.", "A man with a backpack.", "An orange Bus.", "A woman in a skirt."]
+    kinds = ["car", "person", "car", "person"]
+    res = retrieval.retrieve(model, tokenizer, pp, texts, kinds, gallery, k=3, model_id="m",
+                             cache_dir=tmp_path / "cache", category_aware=True, policy="strip_prefix",
+                             progress=False)
+    assert res.gallery_kinds == list(fixed.values())
+    for kind, names in zip(kinds, res.image_names):
+        assert {fixed[n] for n in names} == {kind}
+    assert res.encoded_texts[0] == "white Audi" and res.encoded_texts[1] == texts[1]
+    plain = retrieval.retrieve(model, tokenizer, pp, texts, kinds, gallery, k=6, model_id="m",
+                               cache_dir=tmp_path / "cache", policy="strip_prefix", progress=False)
+    assert plain.cache_hit and plain.gallery_kinds is None
+    assert sorted(plain.image_names[0]) == plain.gallery_names  # without masking: every image
+    assert np.all(np.diff(plain.scores, axis=1) <= 0)

@@ -1,0 +1,41 @@
+"""The benchmark's plumbing only (no timing assertions): a tiny run prints its JSON last and writes it."""
+from __future__ import annotations
+
+import json
+
+from lib.tools import bench
+
+RATIOS = ("encode_speedup_vs_naive", "topk_speedup_vs_broadcast", "train_speed_vs_open_clip_train")
+
+
+def test_quick_bench_ends_with_the_json_report(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    bench.run(["--quick", "--only", "encode,topk", "--images", "6", "--topk-size", "48", "--out", str(out)])
+    lines = capsys.readouterr().out.strip().splitlines()
+    report = json.loads(lines[-1])
+    assert set(RATIOS) | {"machine", "encode", "topk", "train", "goals"} <= set(report)
+    assert report["encode_speedup_vs_naive"] > 0 and report["topk_speedup_vs_broadcast"] > 0
+    assert report["train_speed_vs_open_clip_train"] is None and report["train"] == {"skipped": "--only"}
+    assert report["encode"]["images"] == 6 and report["encode"]["max_abs_diff"] < bench.EMBEDDING_TOLERANCE
+    model_only = report["encode"]["model_only"]  # the ceiling: peer time / the model alone on ready tensors
+    assert len(model_only["times_s"]) == 1 and report["encode"]["ceiling"] > 0
+    assert any(line.strip().startswith("model alone") for line in lines[:-1])
+    assert report["topk"]["queries"] == 48 and report["topk"]["identical_rows"] == 1.0
+    assert json.loads(out.read_text()) == report
+    assert any(line.startswith("encode_speedup_vs_naive") for line in lines[:-1])  # the table came first
+
+
+def test_broadcast_peer_and_kit_topk_agree():
+    import torch
+
+    from lib.eval.topk import topk
+
+    g = torch.Generator().manual_seed(1)
+    text = torch.nn.functional.normalize(torch.randn(20, 8, generator=g), dim=-1)
+    images = torch.nn.functional.normalize(torch.randn(50, 8, generator=g), dim=-1)
+    peer_scores, peer_idx = bench.broadcast_topk(text, images, k=5, batch=7)
+    kit_scores, kit_idx = topk(text, images, k=5)
+    assert torch.equal(peer_idx, kit_idx)
+    assert torch.allclose(peer_scores, kit_scores, atol=1e-6)
+
+

@@ -1,0 +1,109 @@
+"""lib.train.loop: an exact mid-epoch resume, bad images skipped and limited, accumulation, bf16.
+
+One reference run (2 epochs, tests/train/conftest.py) is shared by the tests that only read its files.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lib.data.images import TooManyBadImages
+from lib.model.checkpoints import load_checkpoint
+from lib.model.factory import create_model
+from lib.train.launch import train
+from lib.train.log import read_metrics
+from lib.train.loop import TrainLoop
+from tests.train import make_table, tiny_cfg
+
+# ------------------------------------------------------------------------- the run's files
+
+
+def test_resume_mid_epoch_is_bit_exact(reference, tmp_path, monkeypatch):
+    """Killed at step 7 (latest.pt from step 6, mid epoch 2) then resumed == never stopped."""
+    cfg, table = reference["cfg"], reference["table"]
+    step = TrainLoop._optimizer_step
+
+    def dies_at_step_7(self, batches):
+        if self.step == 6:
+            raise KeyboardInterrupt("killed")
+        return step(self, batches)
+
+    monkeypatch.setattr(TrainLoop, "_optimizer_step", dies_at_step_7)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "run", table, val_table=table.iloc[:8], progress=False)
+    monkeypatch.setattr(TrainLoop, "_optimizer_step", step)
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["step"] == 6
+    result = train(cfg.replace(resume="latest"), tmp_path / "run", table, val_table=table.iloc[:8],
+                   progress=False)
+
+    want = load_checkpoint(reference["root"] / "run" / "checkpoints" / "epoch_2.pt")
+    got = load_checkpoint(result.checkpoints[-1])
+    assert got["step"] == want["step"] == 8
+    assert want["state_dict"].keys() == got["state_dict"].keys()
+    assert all(torch.equal(want["state_dict"][k], got["state_dict"][k]) for k in want["state_dict"])
+    for a, b in zip(want["optimizer"]["state"].values(), got["optimizer"]["state"].values()):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert "resumed from" in (tmp_path / "run" / "out.log").read_text()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1, 2]
+    ref_rows = read_metrics(reference["root"] / "run" / "metrics.jsonl")
+    for key in ("val_loss", "train_loss"):
+        assert rows[2][key] == ref_rows[2][key]
+
+
+# ----------------------------------------------------------------------------- bad images
+
+def test_bad_images_are_skipped_counted_and_limited(tmp_path):
+    table = make_table(tmp_path / "images")
+    truncated = tmp_path / "images" / "img03.jpg"
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    table.loc[5, "filepath"] = str(tmp_path / "images" / "gone.jpg")
+    cfg = tiny_cfg(tmp_path, stop_epoch=1, max_bad_image_fraction=0.125)  # 2 of 16 allowed
+    result = train(cfg, tmp_path / "ok", table, progress=False)
+    log = (tmp_path / "ok" / "out.log").read_text()
+    assert "skipped bad image" in log and str(truncated) in log and "gone.jpg" in log
+    assert log.count("skipped bad image") == 2
+    seen = load_checkpoint(result.checkpoints[-1])["train_state"]["bad_images"]
+    assert set(seen) == {str(truncated), str(tmp_path / "images" / "gone.jpg")}
+    with pytest.raises(TooManyBadImages, match="2 of 16 images") as err:
+        train(cfg.replace(max_bad_image_fraction=0.1), tmp_path / "stop", table, progress=False)
+    assert str(truncated) in str(err.value) and "gone.jpg" in str(err.value)
+    assert "max_bad_image_fraction=0.1" in str(err.value)
+
+
+# ---------------------------------------------------------------------------------- DDP
+
+
+# ------------------------------------------------------------------- accumulation, options
+
+def test_accumulation_gives_the_full_batch_gradient(tmp_path):
+    """accum 2 x batch 2 == batch 4 (open_clip's feature caching: the loss sees all 4 pairs)."""
+    table = make_table(tmp_path / "images", n=8)
+    loop = TrainLoop(tiny_cfg(tmp_path), tmp_path / "run", table, None, None, None, False)
+    batch = loop.collate([loop.dataset[(0, i)] for i in range(4)])
+    images, texts = batch["images"], batch["texts"]
+    grads = []
+    loop.optimizer.step = lambda: grads.append({n: p.grad.clone() for n, p in loop.model.named_parameters()})
+    loss_full = loop._optimizer_step([(images, texts)])
+    loss_accum = loop._optimizer_step([(images[:2], texts[:2]), (images[2:], texts[2:])])
+    loop._optimizer_step([(images[:2], texts[:2])])  # a batch of 2 alone: another gradient
+    assert loss_accum == pytest.approx(loss_full.item(), rel=1e-5)
+    assert all(torch.allclose(grads[0][n], grads[1][n], rtol=1e-4, atol=1e-5) for n in grads[0])
+    assert not all(torch.allclose(grads[0][n], grads[2][n], rtol=1e-4, atol=1e-5) for n in grads[0])
+
+
+def test_bf16_grad_checkpointing_and_locked_image_tower(tmp_path):
+    table = make_table(tmp_path / "images")
+    cfg = tiny_cfg(tmp_path, stop_epoch=1, precision="bf16", grad_checkpointing=True, lock_image=True,
+                   accum_steps=2)
+    torch.manual_seed(cfg.seed)
+    start, _, _ = create_model("kit-micro-vit", "")
+    result = train(cfg, tmp_path / "run", table, progress=False)
+    end = load_checkpoint(result.checkpoints[0])
+    assert end["step"] == 2  # 16 // 4 = 4 batches, 2 per step
+    weights = start.state_dict()
+    assert all(torch.equal(weights[k], v) for k, v in end["state_dict"].items() if k.startswith("visual."))
+    assert not torch.equal(weights["token_embedding.weight"], end["state_dict"]["token_embedding.weight"])
+    assert "precision bf16" in (tmp_path / "run" / "out.log").read_text()
