@@ -1,19 +1,24 @@
 """On-disk cache of gallery embeddings: encode the 17,611 test images once, reuse them in every later run.
 
 A cache entry is `<cache_dir>/<key>.npy` (float32, rows in gallery order) plus `<key>.json` (what the
-key was made of, and the image names, checked on load). The key is the sha256 of:
+key was made of, the image names and the array's sha256, all checked on load: an array changed
+after it was written is ignored with a warning and encoded again). The key is the sha256 of:
 - `model_id`: the weights (a checkpoint's sha256, or `model_fingerprint(model)` for a model in memory);
 - every image's name, size and mtime (ns), in gallery order: a rewritten image changes its mtime, so
   it invalidates without reading 17,611 files on every run; moving the folder (`mv`, `cp -p`) keeps
   the entry. A tool that replaces a file by another of the same size AND restores the old mtime
   would fool it: pass `cache_dir=None` after such surgery;
-- the preprocessing (open_clip's PreprocessCfg, our pad-to-square policy) and the compute precision;
+- the preprocessing (open_clip's PreprocessCfg, our pad-to-square policy), a fingerprint of the code
+  that turns an image into a tensor (lib.model.encode.preprocessing_fingerprint: an edit of the
+  padding or the transforms is a new key) and the compute precision;
 - the open_clip and torch versions (their transforms and kernels define the numbers) and KEY_VERSION.
 The device is NOT in the key: GPU and CPU embeddings differ by rounding only, and a CPU review of a
 GPU run should reuse the GPU's embeddings rather than spend hours re-encoding.
 
 float32, not float16, on disk: 17,611 × 1,280 × 4 B = 90 MB, and a cache hit must give bit for bit
 the ranking a cache miss gives (float16 would reorder near-ties between the two).
+
+Where: `.cache/embeddings/` in the repository, or $KIT_EMBEDDING_CACHE (a folder, or `off`).
 """
 from __future__ import annotations
 
@@ -31,8 +36,21 @@ from lib.data.images import ImageError
 from lib.files import atomic_write, atomic_write_text
 from lib.paths import REPO_ROOT
 
-DEFAULT_CACHE_DIR = REPO_ROOT / ".cache" / "embeddings"
-KEY_VERSION = 1
+DEFAULT_CACHE_DIR = "default"  # cache_dir's default: $KIT_EMBEDDING_CACHE, else REPO_ROOT/.cache/embeddings
+CACHE_ENV = "KIT_EMBEDDING_CACHE"
+KEY_VERSION = 2
+
+
+def resolve_dir(cache_dir: str | os.PathLike | None) -> Path | None:
+    """The folder a cache_dir argument means; None: no cache (encode every time, write nothing)."""
+    if cache_dir is None:
+        return None
+    if str(cache_dir) != DEFAULT_CACHE_DIR:
+        return Path(cache_dir)
+    value = os.environ.get(CACHE_ENV, "")
+    if value.lower() == "off":
+        return None
+    return Path(value) if value else REPO_ROOT / ".cache" / "embeddings"
 
 
 def file_fingerprints(paths: Sequence[str | os.PathLike]) -> list[list]:
@@ -65,8 +83,8 @@ def model_fingerprint(model: Any) -> str:
     return h.hexdigest()
 
 
-def cache_key(model_id: str, paths: Sequence[str | os.PathLike], preprocess: dict,
-              precision: str) -> tuple[str, dict]:
+def cache_key(model_id: str, paths: Sequence[str | os.PathLike], preprocess: dict, precision: str,
+              code: str) -> tuple[str, dict]:
     """(key, description): the key names the entry; the description goes in its JSON sidecar."""
     import open_clip
     import torch
@@ -75,7 +93,8 @@ def cache_key(model_id: str, paths: Sequence[str | os.PathLike], preprocess: dic
         raise ValueError("model_id is empty: pass the checkpoint's sha256 or model_fingerprint(model)")
     files = file_fingerprints(paths)
     parts = {"key_version": KEY_VERSION, "model_id": str(model_id), "preprocess": preprocess,
-             "precision": precision, "open_clip": open_clip.__version__, "torch": torch.__version__}
+             "code": code, "precision": precision, "open_clip": open_clip.__version__,
+             "torch": torch.__version__}
     blob = json.dumps({**parts, "files": files}, sort_keys=True, separators=(",", ":"), default=str)
     key = hashlib.sha256(blob.encode()).hexdigest()[:40]
     return key, {**parts, "images": len(files), "names": [f[0] for f in files]}
@@ -95,7 +114,16 @@ def load(cache_dir: str | os.PathLike, key: str, names: Sequence[str]) -> np.nda
     if meta.get("names") != list(names) or emb.dtype != np.float32 or emb.ndim != 2 or len(emb) != len(names):
         warnings.warn(f"ignoring embedding cache {npy}: it does not match the gallery", stacklevel=2)
         return None
+    if meta.get("sha256") != array_sha256(emb):
+        warnings.warn(f"ignoring embedding cache {npy}: its array is not the one written (its sha256 differs "
+                      f"from the one recorded in {meta_path.name}); encoding the gallery again", stacklevel=2)
+        return None
     return emb
+
+
+def array_sha256(emb: np.ndarray) -> str:
+    """sha256 of an array's float32 bytes in C order (what an entry's JSON records)."""
+    return hashlib.sha256(np.ascontiguousarray(emb, dtype=np.float32).tobytes()).hexdigest()
 
 
 def save(cache_dir: str | os.PathLike, key: str, emb: np.ndarray, description: dict) -> Path:
@@ -103,7 +131,7 @@ def save(cache_dir: str | os.PathLike, key: str, emb: np.ndarray, description: d
     emb = np.ascontiguousarray(emb, dtype=np.float32)
     npy, meta_path = _paths(cache_dir, key)
     npy.parent.mkdir(parents=True, exist_ok=True)
-    meta = {**description, "shape": list(emb.shape), "dtype": "float32"}
+    meta = {**description, "shape": list(emb.shape), "dtype": "float32", "sha256": array_sha256(emb)}
     atomic_write(npy, lambda f: np.save(f, emb, allow_pickle=False))
     atomic_write_text(meta_path, json.dumps(meta, indent=1, default=str))
     return npy

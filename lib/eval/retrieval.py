@@ -23,7 +23,7 @@ from lib.eval.embedding_cache import DEFAULT_CACHE_DIR
 from lib.eval.query_policy import KINDS, apply_policy
 from lib.eval.topk import topk
 from lib.model.device import resolve_precision
-from lib.model.encode import encode_images, encode_texts, model_device
+from lib.model.encode import encode_images, encode_texts, model_device, preprocessing_fingerprint
 
 PAD_POLICY = "pad_to_square(fill=preprocess.fill_color), then open_clip eval transform"
 
@@ -62,17 +62,20 @@ def encode_gallery(model: torch.nn.Module, paths: Sequence[str | os.PathLike], p
 
     `model_id` identifies the weights and must change whenever they do: a checkpoint's sha256
     (lib.files.sha256_file or its `.sha256` sidecar); None: the state dict is hashed (embedding_cache).
-    `cache_dir=None` encodes every time and writes nothing.
+    `cache_dir`: a folder, DEFAULT_CACHE_DIR (lib.eval.embedding_cache.resolve_dir), or None: encode
+    every time and write nothing.
     """
     paths = sort_gallery(paths)
     names = [p.name for p in paths]
+    cache_dir = embedding_cache.resolve_dir(cache_dir)
     if cache_dir is None:
         return names, encode_images(model, paths, preprocess_cfg, batch_size=batch_size, workers=workers,
                                     precision=precision, progress=progress), False
     pp = dataclasses.asdict(as_preprocess_cfg(preprocess_cfg))
     dtype = resolve_precision(precision, model_device(model))
     key, description = embedding_cache.cache_key(
-        model_id or embedding_cache.model_fingerprint(model), paths, {**pp, "pad": PAD_POLICY}, dtype)
+        model_id or embedding_cache.model_fingerprint(model), paths, {**pp, "pad": PAD_POLICY}, dtype,
+        code=preprocessing_fingerprint())
     cached = embedding_cache.load(cache_dir, key, names)
     if cached is not None:
         return names, torch.from_numpy(cached), True

@@ -8,6 +8,9 @@ on a GPU bf16 autocast with workers feeding it. A bad image raises ImageError na
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
+import inspect
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -17,6 +20,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from lib.data import images, transforms
 from lib.data.images import BadImage, ImageError, read_image
 from lib.data.transforms import eval_two_stage
 from lib.model.device import AUTOCAST_DTYPES, resolve_precision
@@ -104,3 +108,17 @@ def encode_texts(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], *
             tokens = tokenizer(texts[start:start + batch_size]).to(device)
             out.append(F.normalize(model.encode_text(tokens).float(), dim=-1).cpu())
     return torch.cat(out) if out else torch.empty(0, 0)
+
+
+@functools.cache
+def preprocessing_fingerprint() -> str:
+    """sha256 of the source of everything between an image file and the tensor the image tower sees
+    (decoding, padding, open_clip's transform around it, batching, normalisation): part of the
+    embedding cache's key, so that an edit of that code never reuses embeddings made by the old one."""
+    parts = (images.read_image, images._jpeg_is_complete, images.pad_to_square, transforms.as_preprocess_cfg,
+             transforms.PadThen, transforms.eval_transform, transforms.TwoStageTransform,
+             transforms.eval_two_stage, GalleryDataset, _collate, _inference, encode_images)
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(inspect.getsource(part).encode())
+    return digest.hexdigest()
