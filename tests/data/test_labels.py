@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -12,28 +11,9 @@ import pytest
 from lib.data import labels
 from lib.data.labels import CarParts, LabelError
 from lib.paths import REPO_ROOT as REPO
-from tests import FIXTURES
+from tests.data import PERSON_TEXT, VAL, bits, write
 
-VAL = FIXTURES / "val_label.txt"  # the organisers' real val labels
 PERSON = "1,0,1,0,1,0,0,0,0,0,0,0,0,1,0,0,0,0,0,0,0"
-PERSON_TEXT = ("A female pedestrian who is between 18 and 60 years old, with her body facing the camera. "
-               "She is in a tee shirt with short sleeves.")
-
-
-def bits(*ones: int) -> str:
-    """A 21-bit person attribute with the given bits set."""
-    return ",".join("1" if k in ones else "0" for k in range(21))
-
-
-def write(tmp_path: Path, content: str | bytes, name: str = "val_label.txt") -> Path:
-    path = tmp_path / name
-    path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
-    return path
-
-
-@pytest.fixture(scope="module")
-def val() -> pd.DataFrame:
-    return labels.read_labels(VAL)
 
 
 @pytest.fixture(scope="module")

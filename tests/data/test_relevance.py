@@ -1,35 +1,13 @@
 """lib.data.relevance: the organisers' relevance rule on the real val labels and by hand, the GT file."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from lib.data import labels, relevance
+from lib.data import relevance
 from lib.data.labels import LabelError
-from tests import FIXTURES
-
-VAL = FIXTURES / "val_label.txt"  # the organisers' real val labels
-PERSON_TEXT = ("A female pedestrian who is between 18 and 60 years old, with her body facing the camera. "
-               "She is in a tee shirt with short sleeves.")
-
-
-def bits(*ones: int) -> str:
-    """A 21-bit person attribute with the given bits set."""
-    return ",".join("1" if k in ones else "0" for k in range(21))
-
-
-def write(tmp_path: Path, content: str | bytes, name: str = "val_label.txt") -> Path:
-    path = tmp_path / name
-    path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
-    return path
-
-
-@pytest.fixture(scope="module")
-def val() -> pd.DataFrame:
-    return labels.read_labels(VAL)
+from tests.data import PERSON_TEXT, bits, write
 
 
 def test_real_val_relevance(val):
