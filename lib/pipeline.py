@@ -106,7 +106,10 @@ def report(run_dir: Path, log=print) -> None:
         log(f"submission: {run_dir / 'submission.json'}")
     if scores.exists():
         data = json.loads(scores.read_text())
-        log("scores: " + json.dumps(data, sort_keys=True))
+        shown = [f"{split} {data[split]['map10_official']:.4f} / {data[split]['map10_standard']:.4f}"
+                 for split in ("val", "test_A", "test_B") if split in data]
+        log("mAP@10 official / standard: " + ", ".join(shown) + "  (choose on val and A; B is reported)")
+        log(f"all scores: {scores}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,6 +56,12 @@ def test_04_infer_writes_a_valid_scored_submission(smoke_notebook, smoke_workspa
     wanted = {"map10_official", "map10_standard", "car_map10_official", "person_map10_official"}
     assert wanted <= set(scores["val"])
     assert "map10_official" in scores["test"], "the demo knows its test answers and scores them"
+    per_query = pd.read_csv(run_dir / "per_query.csv", keep_default_na=False)
+    test = per_query[per_query["split"] == "test"]
+    for board in ("A", "B"):  # each board's scores are the means of its queries' APs
+        assert scores[f"test_{board}"]["map10_official"] == pytest.approx(
+            test.loc[test["board"] == board, "ap_official"].mean())
+    assert set(test["board"]) == {"A", "B"} and abs((test["board"] == "A").sum() - len(test) / 2) <= 1
     results = json.loads((run_dir / "submission.json").read_text())["results"]
     queries_file = smoke_workspace["root"] / "data" / "test" / "test_text.txt"
     queries = queries_file.read_text(encoding="utf-8").splitlines()

@@ -2,6 +2,9 @@
 
 The checkpoint is chosen by rule (an explicit one, else the run's best fine-tuned epoch, else the
 profile's pretrained weights: the zero-shot baseline), and its identity keys the embedding cache.
+Writes `submission.json`, `scores.json` (val; on the demo, whose test answers are known, also test
+and its boards test_A and test_B, lib.eval.boards) and `per_query.csv` (every query's AP, so that
+two runs can be compared query by query: lib.eval.paired).
 """
 from __future__ import annotations
 
@@ -13,9 +16,10 @@ import pandas as pd
 
 from lib.config import Config
 from lib.data.layout import TEST_GT_FILE
-from lib.data.prepare import Prepared, load_prepared
+from lib.data.prepare import Prepared, load_prepared, write_table
 from lib.data.relevance import read_ground_truth, relevance_sets
-from lib.eval import retrieval, scoring, submission
+from lib.eval import metrics, retrieval, scoring, submission
+from lib.eval.boards import BOARDS, split_boards
 from lib.eval.metrics import check_same_queries
 from lib.files import atomic_write_text, sha256_file
 from lib.model.factory import model_from_config
@@ -24,6 +28,7 @@ from lib.train.state import collect_result
 
 SCORES_FILE = "scores.json"
 SUBMISSION_FILE = "submission.json"
+PER_QUERY_FILE = "per_query.csv"
 
 
 @dataclass
@@ -34,6 +39,8 @@ class Inference:
     test_result: retrieval.RetrievalResult
     submission_path: Path
     test_scores: pd.DataFrame | None  # demo only: the generator knows the test answers
+    board_scores: dict[str, pd.DataFrame]  # "A", "B": the test boards (demo only, else empty)
+    per_query: pd.DataFrame  # split, query, kind, board, ap_official, ap_standard
 
 
 def choose_checkpoint(run_dir: Path, checkpoint: str = "") -> str:
@@ -84,16 +91,47 @@ def infer(cfg: Config, run_dir: Path, checkpoint: str = "", prep: Prepared | Non
     submission.write_submission(path, list(queries["text"]), test_result.image_names,
                                 gallery=set(prep.test_gallery["image"]))
     relevant = test_relevance(cfg, list(queries["text"]))
-    test_scores = (scoring.score_table(test_result.image_names, relevant, list(queries["kind"]))
-                   if relevant is not None else None)
-    result = Inference(chosen, val_scores, val_result, test_result, path, test_scores)
+    kinds = list(queries["kind"])
+    test_scores, board_scores = None, {}
+    per_query = [_per_query("val", val_result.image_names, relevance_sets(prep.val), list(prep.val["kind"]))]
+    if relevant is not None:
+        test_scores = scoring.score_table(test_result.image_names, relevant, kinds)
+        boards = split_boards(kinds)
+        for board in BOARDS:
+            pick = [i for i, b in enumerate(boards) if b == board]
+            board_scores[board] = scoring.score_table([test_result.image_names[i] for i in pick],
+                                                      [relevant[i] for i in pick], [kinds[i] for i in pick])
+        per_query.append(_per_query("test", test_result.image_names, relevant, kinds, boards))
+    result = Inference(chosen, val_scores, val_result, test_result, path, test_scores, board_scores,
+                       pd.concat(per_query, ignore_index=True))
     write_scores(run_dir, result)
     return result
 
 
+def summary_table(result: Inference) -> pd.DataFrame:
+    """One row per (split, kind): val, and on the demo test with its boards A and B."""
+    tables = {"val": result.val_scores}
+    if result.test_scores is not None:
+        tables["test"] = result.test_scores
+    tables.update({f"test_{board}": table for board, table in result.board_scores.items()})
+    return pd.concat(tables, names=["split", "kind"])
+
+
+def _per_query(split: str, ranked: list[list[str]], relevant: list[set[str]], kinds: list[str],
+               boards=None) -> pd.DataFrame:
+    per = metrics.per_query(ranked, relevant)
+    return pd.DataFrame({"split": split, "query": range(len(ranked)), "kind": kinds,
+                         "board": list(boards) if boards is not None else "",
+                         "ap_official": per["ap_official"], "ap_standard": per["ap_standard"]})
+
+
 def write_scores(run_dir: Path, result: Inference) -> Path:
+    """scores.json (val, and on the demo test, test_A, test_B) and per_query.csv."""
     data = {"checkpoint": Path(result.checkpoint).name if result.checkpoint else "pretrained",
             "val": scoring.flat_metrics(result.val_scores, prefix="")}
     if result.test_scores is not None:
         data["test"] = scoring.flat_metrics(result.test_scores, prefix="")
+    for board, table in result.board_scores.items():
+        data[f"test_{board}"] = scoring.flat_metrics(table, prefix="")
+    write_table(result.per_query, run_dir / PER_QUERY_FILE)
     return atomic_write_text(run_dir / SCORES_FILE, json.dumps(data, indent=1, sort_keys=True) + "\n")

@@ -31,8 +31,10 @@ from lib.eval.infer import SCORES_FILE, infer
 from lib.eval.scoring import VAL_EVALUATOR
 from lib.train.launch import launch
 
-COLUMNS = {  # column -> (split, key in scores.json)
+COLUMNS = {  # column -> (split, key in scores.json); choose on val and A, report B
     "val_official": ("val", "map10_official"), "val_standard": ("val", "map10_standard"),
+    "A_official": ("test_A", "map10_official"), "A_standard": ("test_A", "map10_standard"),
+    "B_official": ("test_B", "map10_official"), "B_standard": ("test_B", "map10_standard"),
     "test_official": ("test", "map10_official"), "test_standard": ("test", "map10_standard"),
     "test_car_official": ("test", "car_map10_official"),
     "test_person_official": ("test", "person_map10_official"),

@@ -1,0 +1,27 @@
+"""The demo test's two boards, as the competition had them: A to choose on, B to report.
+
+The test queries are split once, by a fixed seed, into two halves stratified by kind (cars and
+persons each split in half; A takes the extra query of an odd count). The gallery stays whole:
+every query still ranks every gallery image. A default is what val and A choose; B is reported and
+never used to choose (README: how choices are made).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+BOARD_SEED = 2023
+BOARDS = ("A", "B")
+
+
+def split_boards(kinds: Sequence[str], seed: int = BOARD_SEED) -> np.ndarray:
+    """The board of each query ("A" or "B"), in query order: a seeded half of each kind is A."""
+    kinds = np.asarray(list(kinds))
+    board = np.full(len(kinds), "B", dtype="<U1")
+    rng = np.random.default_rng(seed)
+    for kind in sorted(set(kinds.tolist())):
+        members = np.flatnonzero(kinds == kind)
+        chosen = rng.permutation(members)[: (len(members) + 1) // 2]
+        board[chosen] = "A"
+    return board
