@@ -32,7 +32,9 @@ PROVENANCE_KEY = "_run"  # params.yaml: what produced the run (git commit, versi
 EXTENDS_KEY = "extends"  # a profile YAML: the profile it starts from
 RENAMED = {"augment": "attribute_augmentation", "augment_fields": "attribute_fields",
            "color_jitter": "photometric_jitter", "color_jitter_prob": "photometric_jitter_prob",
-           "prompt_policy": "query_policy"}
+           "prompt_policy": "query_policy",
+           "resume": "not a parameter: make reproduce RESUME=runs/<name> (or python -m lib.train "
+                     "--resume latest)"}
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
@@ -97,8 +99,10 @@ class Config:
     workers: int = knob(8, ge=0)
     log_every: int = knob(100, ge=1)  # steps between out.log lines
     eval_every: int = knob(1, ge=1)  # epochs between validations
-    resume: str = ""  # "" | "latest" | path to a checkpoint
-    save_every_steps: int = knob(0, ge=0)  # > 0: also write checkpoints/latest.pt every N steps
+    max_steps: int = knob(0, ge=0)  # > 0: stop after this many optimizer steps (a short trial); 0: stop_epoch
+    # > 0: also write checkpoints/latest.pt every N steps, so that a preempted bigG run (5,044 steps of
+    # ~1 s an epoch) loses at most N steps; the demo's epochs (62 steps) are shorter than that
+    save_every_steps: int = knob(1000, ge=0)
     keep_checkpoints: int = knob(0, ge=0)  # > 0: keep only the N newest epoch_N.pt (and the best); 0: all
     max_bad_image_fraction: float = knob(0.0, ge=0, le=1)  # images that may be missing or corrupt
     # --- attribute augmentation (step 2) and retrieval -------------------------------------
@@ -227,7 +231,8 @@ def load_saved(path: str | Path) -> Config:
 def _check_keys(values: dict[str, Any], source: str) -> None:
     unknown = sorted(set(values) - set(valid_keys()))
     if unknown:
-        renamed = [f"{k} is now {RENAMED[k]}" for k in unknown if k in RENAMED]
+        renamed = [f"{k} is " + ("now " if " " not in RENAMED[k] else "") + RENAMED[k]
+                   for k in unknown if k in RENAMED]
         hint = f" ({'; '.join(renamed)})" if renamed else ""
         raise ConfigError(f"{source}: unknown parameter(s) {', '.join(unknown)}{hint}; "
                           f"valid keys: {', '.join(valid_keys())}")

@@ -40,7 +40,7 @@ def pretraining_config(cfg: Config) -> Config:
     return cfg.replace(pretrained="", pretrained_sha256="", lr=cfg.foundation_lr,
                        batch_size=cfg.foundation_batch_size, warmup_steps=cfg.foundation_warmup_steps,
                        schedule_epochs=cfg.foundation_epochs, stop_epoch=cfg.foundation_epochs,
-                       accum_steps=1, resume="latest", eval_every=cfg.foundation_epochs,
+                       accum_steps=1, eval_every=cfg.foundation_epochs,
                        photometric_jitter_prob=0.0)
 
 
@@ -80,7 +80,7 @@ def ensure_foundation(cfg: Config, progress: bool = True) -> Path:
     work_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(work_dir / "recipe.json", json.dumps(wanted, indent=1) + "\n")
     result = train(pretraining_config(cfg), work_dir, corpus_table(cfg.path("data_root")),
-                   progress=progress)
+                   progress=progress, resume="latest")
     state = load_checkpoint(result.checkpoints[-1])
     save_checkpoint(target, {"name": cfg.model, "epoch": state["epoch"], "state_dict": state["state_dict"]})
     atomic_write_text(recipe_path, json.dumps(wanted, indent=1) + "\n")

@@ -2,12 +2,17 @@
 
 `save_checkpoint` writes `<file>` and `<file>.sha256` (sha256sum format). The same state gives the
 same bytes (torch.save into an open file names the archive's root folder "archive", never after a
-temporary file), so a checkpoint's sha256 identifies its weights. `load_checkpoint` refuses a file
-whose bytes differ from its sidecar or from an expected digest.
+temporary file), so a checkpoint's sha256 identifies its weights.
+
+No weights load unverified: `verify_file` checks a file against every digest it is given or can
+find (an expected sha256 passed in, the `.sha256` sidecar, a hash in the file name as open_clip
+names its downloads, `<name>-<first hex digits>.pt`, or the Hugging Face cache's blob name, which is
+the file's sha256) and refuses a file with none: a damaged file would otherwise load silently.
 """
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +21,14 @@ import torch
 from lib.errors import KitError
 from lib.files import atomic_write, atomic_write_text, sha256_file
 
+# open_clip's download names end in their sha256's first hex digits: "...-laion400m_e32-46683a32.pt"
+# (all digits would be a date or a counter, not a hash)
+NAME_HASH = re.compile(r"-(?![0-9]+$)([0-9a-f]{8,64})$")
+HUB_BLOB = re.compile(r"[0-9a-f]{64}")  # huggingface_hub keeps an LFS file as blobs/<its sha256>
+
 
 class ChecksumError(KitError, ValueError):
-    """A file whose sha256 is not the one expected or recorded beside it."""
+    """A file whose sha256 is not the one expected or recorded beside it, or that has none."""
 
 
 def sidecar(path: str | os.PathLike) -> Path:
@@ -38,29 +48,39 @@ def write_sidecar(path: str | os.PathLike, digest: str) -> Path:
 
 
 def verify_file(path: str | os.PathLike, expected_sha256: str = "") -> str:
-    """Check `path` against `expected_sha256` and against `<path>.sha256` when either exists.
-
-    Returns the file's sha256, or "" when there was nothing to check against (no hashing then).
-    """
+    """The file's sha256, after checking it against every digest there is for it (see the module
+    docstring); a file with none, or one that differs, is refused."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    recorded = recorded_sha256(path)
     expected = expected_sha256.strip().lower().removeprefix("sha256:")
-    if not expected and not recorded:
-        return ""
+    recorded = recorded_sha256(path)
+    in_name = NAME_HASH.search(path.stem)
+    blob = path.resolve().name if path.resolve().parent.name == "blobs" else ""
     actual = sha256_file(path)
+    if not (expected or recorded or in_name or HUB_BLOB.fullmatch(blob)):
+        raise ChecksumError(
+            f"{path} has no sha256 to be checked against (no {sidecar(path).name} beside it, none given, "
+            f"none in its name), so damage would go unnoticed: compare its sha256 {actual} with the "
+            "published one, then pass it (pretrained_sha256=..., or the command's --sha256) or write it "
+            f"beside the file: sha256sum {path.name} > {sidecar(path).name}")
     if expected and expected != actual:
         raise ChecksumError(
-            f"{path}: sha256 mismatch: expected {expected} (pretrained_sha256), actual {actual}. The file "
-            "is incomplete, corrupt or not the one intended: download or copy it again and check it "
-            "against its published checksum; only if this file is the right one, set pretrained_sha256 "
-            f"to {actual}.")
+            f"{path}: sha256 mismatch: expected {expected} (given), actual {actual}. The file is "
+            "incomplete, corrupt or not the one intended: download or copy it again and check it "
+            "against its published checksum; only if this file is the right one, pass its sha256 "
+            f"{actual}.")
     if recorded and recorded != actual:
         raise ChecksumError(
             f"{path}: sha256 mismatch: expected {recorded} (recorded in {sidecar(path).name} when it was "
             f"saved), actual {actual}. The file is corrupt or was changed after saving (partial copy, disk "
             "error): restore it from its source or re-create it (retrain / re-download); do not use it.")
+    if in_name and not actual.startswith(in_name.group(1)):
+        raise ChecksumError(f"{path}: sha256 mismatch: its name says {in_name.group(1)}..., actual {actual}: "
+                            "the download is damaged, fetch it again")
+    if HUB_BLOB.fullmatch(blob) and blob != actual:
+        raise ChecksumError(f"{path}: sha256 mismatch: the hub cache stored it as {blob}, actual {actual}: "
+                            "delete it from the cache and download it again")
     return actual
 
 

@@ -77,20 +77,19 @@ def run_study(cfg: Config, base_run: Path, seeds: Sequence[int], label: str = "s
     rows = []
     zero_dir = root / f"{base_run.name}-{ZERO_SHOT}"
     if _scores(zero_dir) is None:
-        _prepared_copy(base_run, zero_dir, cfg.replace(run_name=zero_dir.name, resume=""))
+        _prepared_copy(base_run, zero_dir, cfg.replace(run_name=zero_dir.name))
         log(f"[{ZERO_SHOT}] scoring the foundation model -> {zero_dir}")
         infer(cfg, zero_dir, progress=progress)
     rows.append(scores_row(ZERO_SHOT, _scores(zero_dir)))
     for seed in seeds:
         run_dir = root / f"{base_run.name}-{label}-seed{seed}"
-        seeded = cfg.replace(seed=int(seed), run_name=run_dir.name, resume="")
+        seeded = cfg.replace(seed=int(seed), run_name=run_dir.name)
         if _scores(run_dir) is None:
-            if (run_dir / "checkpoints").is_dir():
-                seeded = seeded.replace(resume="latest")  # an interrupted seed goes on where it stopped
-            else:
+            if not (run_dir / "checkpoints").is_dir():
                 _prepared_copy(base_run, run_dir, seeded)
             log(f"[seed {seed}] fine-tuning -> {run_dir}")
-            launch(seeded, run_dir, evaluator_factory=VAL_EVALUATOR, progress=progress)
+            # resume="latest": an interrupted seed goes on where it stopped
+            launch(seeded, run_dir, evaluator_factory=VAL_EVALUATOR, progress=progress, resume="latest")
             infer(seeded, run_dir, progress=progress)
         else:
             log(f"[seed {seed}] already scored: {run_dir / SCORES_FILE}")

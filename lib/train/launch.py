@@ -41,8 +41,11 @@ Table = str | os.PathLike | pd.DataFrame
 
 def train(cfg: Config, run_dir: str | os.PathLike, train_table: Table, *, val_table: Table | None = None,
           init_checkpoint: str | os.PathLike | None = None, evaluator: Evaluator | None = None,
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, resume: str = "") -> TrainResult:
     """Fine-tune cfg.model (weights: init_checkpoint, else cfg.pretrained) on the table's pairs.
+
+    `resume`: "" (a new run; a folder that holds checkpoints is refused), "latest" (continue from
+    checkpoints/latest.pt, or start when there is none) or a checkpoint's path.
 
     Writes into run_dir: params.yaml (when the folder has none yet), out.log, metrics.jsonl,
     checkpoints/epoch_N.pt + latest.pt. `evaluator(model) -> {metric: value}` runs on rank 0 before
@@ -56,7 +59,7 @@ def train(cfg: Config, run_dir: str | os.PathLike, train_table: Table, *, val_ta
         if not (run_dir / runs.PARAMS).exists():
             runs.write_params(cfg, run_dir)
     try:
-        loop = TrainLoop(cfg, run_dir, train_table, val_table, init_checkpoint, evaluator, progress)
+        loop = TrainLoop(cfg, run_dir, train_table, val_table, init_checkpoint, evaluator, progress, resume)
         return loop.fit()
     finally:
         if started:
@@ -87,7 +90,7 @@ def default_tables(run_dir: Path) -> tuple[Path, Path | None]:
 def launch(cfg: Config, run_dir: str | os.PathLike, train_table: str | os.PathLike | None = None, *,
            val_table: str | os.PathLike | None = None, evaluator_factory: str = "",
            init_checkpoint: str | os.PathLike | None = None, processes: int | None = None,
-           progress: bool = True) -> TrainResult:
+           progress: bool = True, resume: str = "") -> TrainResult:
     """Train with every visible GPU: torchrun in a subprocess when processes > 1, else in-process.
 
     `val_table` defaults to <run_dir>/data/val.csv when present ("" for none). `processes`
@@ -105,7 +108,7 @@ def launch(cfg: Config, run_dir: str | os.PathLike, train_table: str | os.PathLi
     if processes <= 1:
         evaluator = _load_factory(evaluator_factory)(cfg, run_dir) if evaluator_factory else None
         return train(cfg, run_dir, train_table, val_table=val_table, init_checkpoint=init_checkpoint,
-                     evaluator=evaluator, progress=progress)
+                     evaluator=evaluator, progress=progress, resume=resume)
     with tempfile.TemporaryDirectory() as tmp:
         cfg_path = Path(tmp) / "config.yaml"  # this call's parameters, which may differ from the run's
         cfg_path.write_text(config_mod.to_yaml(cfg), encoding="utf-8")
@@ -118,6 +121,8 @@ def launch(cfg: Config, run_dir: str | os.PathLike, train_table: str | os.PathLi
             cmd += ["--init-checkpoint", str(init_checkpoint)]
         if not progress:
             cmd += ["--no-progress"]
+        if resume:
+            cmd += ["--resume", resume]
         path = os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])
         env = {**os.environ, "PYTHONPATH": path}
         done = subprocess.run(cmd, cwd=REPO_ROOT, env=env)
@@ -146,8 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--evaluator", default="", help="module:function(cfg, run_dir) -> evaluator")
     parser.add_argument("--init-checkpoint", default=None,
                         help="weights to start from instead of cfg.pretrained")
+    parser.add_argument("--resume", default="", help="latest (checkpoints/latest.pt) or a checkpoint to "
+                                                     "continue from")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("overrides", nargs="*", help="key=value parameter overrides (e.g. resume=latest)")
+    parser.add_argument("overrides", nargs="*", help="key=value parameter overrides (e.g. lr=1e-5)")
     args = parser.parse_args(argv)
     try:
         run_dir = Path(args.run_dir).resolve()
@@ -162,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.evaluator and (not is_using_distributed() or world_info_from_env()[1] == 0):
             evaluator = _load_factory(args.evaluator)(cfg, run_dir)
         train(cfg, run_dir, table, val_table=val_table, init_checkpoint=args.init_checkpoint,
-              evaluator=evaluator, progress=not args.no_progress)
+              evaluator=evaluator, progress=not args.no_progress, resume=args.resume)
     except KitError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

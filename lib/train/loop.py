@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from lib.config import Config
 from lib.data.transforms import eval_two_stage, train_two_stage
+from lib.errors import KitError
 from lib.model.checkpoints import load_checkpoint, save_checkpoint
 from lib.model.device import allow_tf32, autocast, resolve_device, resolve_precision
 from lib.model.factory import model_from_config
@@ -57,7 +58,7 @@ class TrainLoop:
     """One training run's state: model, optimizer, data and position (real state, hence a class)."""
 
     def __init__(self, cfg: Config, run_dir: Path, train_table, val_table, init_checkpoint, evaluator,
-                 progress: bool):
+                 progress: bool, resume: str = ""):
         self.cfg, self.run_dir, self.evaluator = cfg, run_dir, evaluator
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
         self.main = self.rank == 0
@@ -65,7 +66,7 @@ class TrainLoop:
         self.precision = resolve_precision(cfg.precision, self.device)
         self.amp = autocast(self.precision, self.device)
         allow_tf32(self.device)
-        self.resume = resume_checkpoint(cfg.resume, run_dir)
+        self.resume = resume_checkpoint(resume, run_dir)
         self.log = RunLog(run_dir, enabled=self.main, echo=tqdm.write)
         self.progress = progress and self.main
 
@@ -82,6 +83,7 @@ class TrainLoop:
         self.num_samples = len(table)
         self.steps_per_epoch = steps_per_epoch(len(table), cfg.batch_size, cfg.accum_steps, self.world)
         self.schedule = create_schedule(cfg, self.steps_per_epoch)
+        self.stop_step = min(self.schedule.stop_step, cfg.max_steps or self.schedule.stop_step)
         # workers send uint8, a batch is normalised once
         train_images = train_two_stage(preprocess, photometric_jitter=cfg.photometric_jitter,
                                        photometric_jitter_prob=cfg.photometric_jitter_prob)
@@ -98,6 +100,8 @@ class TrainLoop:
         self.step, self.loss_sum, self.loss_count, self.elapsed = 0, 0.0, 0, 0.0
         if self.resume is not None:
             self._restore(self.resume)
+        else:
+            self.log.truncate_after(-1)  # evaluations of an attempt killed before its first checkpoint
 
         self.forward_model = self.model
         if self.world > 1:
@@ -118,9 +122,9 @@ class TrainLoop:
     def _restore(self, path: Path) -> None:
         ckpt = load_checkpoint(path, map_location="cpu")
         if ckpt.get("name") != self.cfg.model:
-            raise ValueError(f"{path} holds a {ckpt.get('name')} model, not model={self.cfg.model}")
+            raise ResumeError(f"{path} holds a {ckpt.get('name')} model, not model={self.cfg.model}")
         if ckpt.get("steps_per_epoch") != self.steps_per_epoch:
-            raise ValueError(
+            raise ResumeError(
                 f"{path} was saved with {ckpt.get('steps_per_epoch')} steps an epoch, this run has "
                 f"{self.steps_per_epoch} (table, batch_size, accum_steps or number of processes changed): "
                 "resume with the same ones, or start a new run from it with init_checkpoint")
@@ -141,16 +145,19 @@ class TrainLoop:
     def fit(self) -> TrainResult:
         cfg, spe = self.cfg, self.steps_per_epoch
         self.started = time.time()
+        cut = ""
+        if self.stop_step < self.schedule.stop_step:
+            cut = f", cut at step {self.stop_step} (max_steps)"
         self.log.line(f"training {cfg.model} on {self.num_samples} pairs: {spe} steps an epoch x "
-                      f"{cfg.stop_epoch} epochs (cosine horizon {self.schedule.horizon} steps), "
+                      f"{cfg.stop_epoch} epochs (cosine horizon {self.schedule.horizon} steps){cut}, "
                       f"{self.world} process(es), {self.device}, precision {self.precision}",
                       echo=self.progress)
         if self.step == 0:
             self._evaluate(epoch=0)
-        bar = tqdm(total=self.schedule.stop_step, initial=self.step, disable=not self.progress,
+        bar = tqdm(total=self.stop_step, initial=self.step, disable=not self.progress,
                    unit="step", dynamic_ncols=True)
         window_t, window_n = time.time(), 0
-        for epoch in range(self.step // spe, cfg.stop_epoch):
+        for epoch in range(self.step // spe, -(-self.stop_step // spe)):
             sampler = EpochBatchSampler(self.num_samples, cfg.batch_size, cfg.seed, epoch, rank=self.rank,
                                         world_size=self.world, num_batches=spe * cfg.accum_steps,
                                         start=(self.step - epoch * spe) * cfg.accum_steps)
@@ -159,6 +166,8 @@ class TrainLoop:
             self.model.train()
             pending = []
             for batch in loader:
+                if self.step >= self.stop_step:  # max_steps: the last epoch is cut short
+                    break
                 pending.append(self._sync_batch(batch))
                 if len(pending) < cfg.accum_steps:
                     continue
@@ -175,7 +184,7 @@ class TrainLoop:
                     scale = self.model.logit_scale.exp().item()
                     loss_v = float("nan") if loss is None else loss.item()
                     bar.set_postfix(loss=f"{loss_v:.4f}", samples_s=f"{rate:.1f}")
-                    self.log.line(f"step {self.step}/{self.schedule.stop_step} epoch {epoch + 1} "
+                    self.log.line(f"step {self.step}/{self.stop_step} epoch {epoch + 1} "
                                   f"loss {loss_v:.4f} lr {lr:.4e} logit_scale {scale:.3f} "
                                   f"samples/s {rate:.1f}")
                     self.log.scalars({"loss": loss_v, "lr": lr, "logit_scale": scale, "samples_per_s": rate},
@@ -184,7 +193,7 @@ class TrainLoop:
                 if cfg.save_every_steps and self.step % cfg.save_every_steps == 0 and self.step % spe:
                     self._save([LATEST])
             done = epoch + 1
-            if done % cfg.eval_every == 0 or done == cfg.stop_epoch:
+            if done % cfg.eval_every == 0 or self.step >= self.stop_step:
                 self._evaluate(epoch=done)
                 self.loss_sum, self.loss_count = 0.0, 0  # train loss: the mean since the last evaluation
             self._save([f"epoch_{done}.pt", LATEST])
@@ -242,13 +251,33 @@ class TrainLoop:
                     loss = self.loss_fn(img, txt, scale)
                 (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             losses.append(loss.detach())
-        if self.scaler is not None:
+        mean_loss = torch.stack(losses).float().mean()
+        if self.scaler is not None:  # fp16: the scaler skips a step whose gradients overflowed
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
+            self._stop_unless_finite("loss", mean_loss)
             self.optimizer.step()
         clamp_logit_scale(self.model)
-        return torch.stack(losses).float().mean()
+        weights = torch.stack([p.detach().float().norm() for p in self.model.parameters() if p.requires_grad])
+        self._stop_unless_finite("weights", weights)
+        return mean_loss
+
+    def _stop_unless_finite(self, what: str, values: torch.Tensor) -> None:
+        """Stop at the first non-finite loss or weight, before anything is saved from that state."""
+        bad = (~torch.isfinite(values)).any().float()
+        if self.world > 1:
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        if not bad.item():
+            return
+        latest = self.run_dir / "checkpoints" / LATEST
+        kept = f"the last checkpoint is {latest}" if latest.exists() else "no checkpoint was written yet"
+        verb = "is" if what == "loss" else "are"
+        raise TrainingDiverged(
+            f"training diverged at step {self.step + 1} (epoch {self.step // self.steps_per_epoch + 1}): "
+            f"the {what} {verb} not finite. Nothing was saved from this state; {kept}. "
+            f"Lower lr (now {self.cfg.lr:g}) or warm up longer (warmup_steps={self.cfg.warmup_steps}), "
+            "then start a new run")
 
     # -------------------------------------------------------------- evaluation, checkpoints
     def _evaluate(self, epoch: int) -> None:
@@ -307,6 +336,14 @@ class TrainLoop:
         for name in names[1:]:
             link_checkpoint(first, ckpt_dir / name, digest)
         self.log.line(f"saved {', '.join(names)} at step {self.step}")
+
+
+class TrainingDiverged(KitError, FloatingPointError):
+    """A non-finite loss or weight: training stops there, saving nothing from that state."""
+
+
+class ResumeError(KitError, ValueError):
+    """A checkpoint that cannot continue this run (another model, another number of steps an epoch)."""
 
 
 def _features(out) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -78,14 +78,15 @@ def resume_checkpoint(resume: str, run_dir: Path) -> Path | None:
         if existing:
             raise RunDirError(
                 f"{run_dir} already holds checkpoints ({', '.join(p.name for p in existing[:3])}"
-                f"{', ...' if len(existing) > 3 else ''}): continue that run with resume=latest, or "
+                f"{', ...' if len(existing) > 3 else ''}): continue that run (make reproduce RESUME=<run>, "
+                f"or python -m lib.train --resume latest), or "
                 f"train into a new run directory")
         return None
     if resume == "latest":
         return ckpt_dir / LATEST if (ckpt_dir / LATEST).is_file() else None
     path = Path(resume)
     if not path.is_file():
-        raise FileNotFoundError(f"resume={resume}: no such checkpoint")
+        raise RunDirError(f"resume={resume}: no such checkpoint")
     return path
 
 

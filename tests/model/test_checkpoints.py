@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lib.files import sha256_file
-from lib.model.checkpoints import ChecksumError, load_checkpoint, save_checkpoint
+from lib.model.checkpoints import ChecksumError, load_checkpoint, save_checkpoint, verify_file
 from lib.model.factory import create_model
 from tests.model import MICRO, same_weights, weights
 
@@ -72,3 +72,34 @@ def test_the_same_state_gives_the_same_bytes(micro, tmp_path):
     assert a == b
     c = save_checkpoint(tmp_path / "c.pt", {"epoch": 2, "state_dict": micro.state_dict()})
     assert c != a
+
+
+def test_a_file_without_any_digest_is_refused_and_every_other_source_accepted(micro, tmp_path):
+    """A checkpoint without its sidecar loaded silently even when damaged: now it needs a digest from
+    somewhere: given, beside it, in its name (open_clip's downloads) or the hub cache's blob name."""
+    bare = tmp_path / "bare.pt"
+    torch.save({"state_dict": micro.state_dict()}, bare)
+    digest = sha256_file(bare)
+    with pytest.raises(ChecksumError, match=rf"bare\.pt has no sha256.*{digest}.*sha256sum bare\.pt"):
+        load_checkpoint(bare)
+    assert load_checkpoint(bare, expected_sha256=digest)["state_dict"].keys() == micro.state_dict().keys()
+    named = tmp_path / f"vit-laion-{digest[:8]}.pt"
+    named.write_bytes(bare.read_bytes())
+    assert verify_file(named) == digest
+    wrong = tmp_path / "vit-laion-0123abcd.pt"
+    wrong.write_bytes(bare.read_bytes())
+    with pytest.raises(ChecksumError, match="its name says 0123abcd"):
+        verify_file(wrong)
+    dated = tmp_path / "run-20261202.pt"  # digits only: a date, not a hash, so still no digest
+    dated.write_bytes(bare.read_bytes())
+    with pytest.raises(ChecksumError, match="no sha256"):
+        verify_file(dated)
+    blobs = tmp_path / "hub" / "blobs"
+    blobs.mkdir(parents=True)
+    (blobs / digest).write_bytes(bare.read_bytes())
+    snapshot = tmp_path / "hub" / "open_clip_model.pt"
+    snapshot.symlink_to(blobs / digest)
+    assert verify_file(snapshot) == digest
+    (blobs / digest).write_bytes(bare.read_bytes()[:-1] + b"x")
+    with pytest.raises(ChecksumError, match="hub cache stored it"):
+        verify_file(snapshot)

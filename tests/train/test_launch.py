@@ -45,7 +45,7 @@ def test_refuses_to_clobber_a_run(reference, tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "epoch_1.pt").write_bytes(b"x")
-    with pytest.raises(RunDirError, match=f"{re.escape(str(run))}.*resume=latest"):
+    with pytest.raises(RunDirError, match=f"{re.escape(str(run))}.*--resume latest"):
         train(reference["cfg"], run, reference["table"], progress=False)
     assert not (run / "out.log").exists()
 

@@ -14,7 +14,7 @@ from lib.model.checkpoints import load_checkpoint
 from lib.model.factory import create_model
 from lib.train.launch import train
 from lib.train.log import read_metrics
-from lib.train.loop import TrainLoop
+from lib.train.loop import TrainingDiverged, TrainLoop
 from tests.train import make_table, tiny_cfg
 
 # ------------------------------------------------------------------------- the run's files
@@ -35,8 +35,7 @@ def test_resume_mid_epoch_is_bit_exact(reference, tmp_path, monkeypatch):
         train(cfg, tmp_path / "run", table, val_table=table.iloc[:8], progress=False)
     monkeypatch.setattr(TrainLoop, "_optimizer_step", step)
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["step"] == 6
-    result = train(cfg.replace(resume="latest"), tmp_path / "run", table, val_table=table.iloc[:8],
-                   progress=False)
+    result = train(cfg, tmp_path / "run", table, val_table=table.iloc[:8], progress=False, resume="latest")
 
     want = load_checkpoint(reference["root"] / "run" / "checkpoints" / "epoch_2.pt")
     got = load_checkpoint(result.checkpoints[-1])
@@ -107,3 +106,27 @@ def test_bf16_grad_checkpointing_and_locked_image_tower(tmp_path):
     assert all(torch.equal(weights[k], v) for k, v in end["state_dict"].items() if k.startswith("visual."))
     assert not torch.equal(weights["token_embedding.weight"], end["state_dict"]["token_embedding.weight"])
     assert "precision bf16" in (tmp_path / "run" / "out.log").read_text()
+
+
+def test_a_diverging_run_stops_at_once_and_saves_nothing_from_that_state(tmp_path):
+    """eps=0 used to train to NaN weights, save epoch_1.pt and exit 0 (eps=0 is now refused by the
+    config); a divergence from any cause stops at the step it happens, naming it."""
+    table = make_table(tmp_path / "images")
+    cfg = tiny_cfg(tmp_path, lr=1e20, warmup_steps=1, save_every_steps=0)
+    stops = r"step 1 \(epoch 1\): the weights are not finite.*no checkpoint"
+    with pytest.raises(TrainingDiverged, match=stops):
+        train(cfg, tmp_path / "run", table, progress=False)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    cfg = tiny_cfg(tmp_path, lr=1e10, warmup_steps=1, save_every_steps=1)
+    with pytest.raises(TrainingDiverged, match=r"step 2 \(epoch 1\): the loss is not finite.*latest\.pt"):
+        train(cfg, tmp_path / "run2", table, progress=False)
+    ckpt = load_checkpoint(tmp_path / "run2" / "checkpoints" / "latest.pt")
+    assert ckpt["step"] == 1 and all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+
+
+def test_max_steps_cuts_the_last_epoch_short(tmp_path):
+    table = make_table(tmp_path / "images")
+    result = train(tiny_cfg(tmp_path, max_steps=6), tmp_path / "run", table, progress=False)
+    assert [p.name for p in result.checkpoints] == ["epoch_1.pt", "epoch_2.pt"]  # 4 steps, then 2
+    assert load_checkpoint(result.checkpoints[-1])["step"] == 6
+    assert "cut at step 6 (max_steps)" in (tmp_path / "run" / "out.log").read_text()
