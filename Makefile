@@ -3,6 +3,7 @@
 SHELL := /bin/bash
 
 PROFILE ?= demo
+RESUME ?=
 RUN ?= runs/latest
 ARGS ?=
 SEEDS ?= 0 1 2
@@ -17,7 +18,7 @@ export PYTHONHASHSEED ?= 0
 # The notebooks import `lib` from the repository root whatever their working directory.
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help setup reproduce quick-review promote seed-study test test-fast lint bench lab clean
+.PHONY: help setup reproduce quick-review promote seed-study test test-fast lint fingerprint bench lab clean
 
 help: ## list the targets
 	@echo "Usage: make TARGET [PROFILE=demo|competition] (first use creates $(VENV) by itself)"
@@ -30,8 +31,8 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
 	@cp requirements.txt $(STAMP)
 
-reproduce: $(STAMP) ## run the pipeline notebooks into runs/<name>/ (PROFILE=demo by default)
-	$(PY) -m lib.pipeline --profile $(PROFILE) $(ARGS)
+reproduce: $(STAMP) ## run the pipeline into runs/<name>/ (PROFILE=demo); RESUME=runs/<name> continues a run
+	$(PY) -m lib.pipeline $(if $(RESUME),--resume $(RESUME),--profile $(PROFILE)) $(ARGS)
 
 quick-review: $(STAMP) ## regenerate the submission from best-result-review/ and compare
 	$(PY) -m lib.pipeline --review
@@ -56,6 +57,9 @@ test-fast: $(STAMP) ## the unit tests without the slow ones (pipelines, notebook
 lint: $(STAMP) ## ruff on lib/ and tests/, and the import layering contracts (lint-imports)
 	$(VENV)/bin/ruff check lib tests
 	$(VENV)/bin/lint-imports
+
+fingerprint: $(STAMP) ## rerun the smoke pipeline and rewrite the golden fingerprint (a change that moves the numbers)
+	$(PY) -m lib.tools.fingerprint --write
 
 bench: $(STAMP) ## speed benchmarks against a peer measured in the same run (ARGS=--quick: seconds)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements-bench.txt

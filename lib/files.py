@@ -7,12 +7,27 @@ mixture, and an interrupted write leaves no temporary file behind.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+from lib.errors import KitError
+
+
+class DiskFull(KitError, OSError):
+    """No space left on the device while writing a file; the file's previous version is intact."""
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__(errno.ENOSPC, f"no space left on the device while writing {path} (its previous "
+                         "version, if any, is intact): free some space (old runs under runs/, "
+                         ".cache/embeddings), then continue")
+
+    def __str__(self) -> str:
+        return self.strerror
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -33,8 +48,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes it private; the kit's files are meant to be shared
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC and not isinstance(err, DiskFull):
+            raise DiskFull(path) from err
         raise
     return path
 

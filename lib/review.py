@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from lib import config as config_mod
+from lib import runs
 from lib.config import Config
 from lib.data.layout import SPLIT_FILES, TEST_GT_FILE
 from lib.errors import KitError
@@ -68,12 +69,26 @@ def verify_checksums(review_dir: Path = REVIEW_DIR) -> pd.DataFrame:
     return table
 
 
-def promote(run_dir: Path, review_dir: Path = REVIEW_DIR) -> Path:
-    """Copy a finished run into the record (replacing the previous one)."""
+def promote(run_dir: Path, review_dir: Path = REVIEW_DIR, commit: str | None = None) -> Path:
+    """Copy a finished run into the record (replacing the previous one).
+
+    Only from committed code: the run must say it was made by a commit (its params.yaml's git_sha
+    is not `-dirty`) and the tree that promotes it (and executes the review into the record) must
+    be clean too, so that a fresh clone of that commit makes the record again.
+    """
     run_dir = Path(run_dir).resolve()
     missing = [n for n in RECORD_FILES if not (run_dir / n).exists()]
     if missing:
         raise ReviewError(f"{run_dir} is not a finished run: missing {', '.join(missing)}")
+    made_by = str((config_mod.read_yaml(run_dir / "params.yaml").get(config_mod.PROVENANCE_KEY) or {})
+                  .get("git_sha", "unknown"))
+    commit = runs.git_commit() if commit is None else commit
+    if made_by.endswith("-dirty") or made_by == "unknown":
+        raise ReviewError(f"{run_dir} was made by uncommitted code (git_sha {made_by}): a fresh clone cannot "
+                          "make it again; commit, run make reproduce again, then promote that run")
+    if commit.endswith("-dirty") or commit == "unknown":
+        raise ReviewError(f"this tree has uncommitted changes ({commit}): commit them, then promote, so that "
+                          "the record's review notebook is the committed code's")
     best = collect_result(run_dir).best_checkpoint
     if best is None:
         raise ReviewError(f"{run_dir} has no fine-tuned checkpoint to promote")
@@ -101,7 +116,8 @@ def promote(run_dir: Path, review_dir: Path = REVIEW_DIR) -> Path:
     write_checksums(review_dir, pinned)
     readme = README_TEMPLATE.read_text(encoding="utf-8")
     atomic_write_text(review_dir / "README.md", readme.format(run=run_dir.name, profile=cfg.profile,
-                                                              epoch=weights["epoch"], sha=digest))
+                                                              epoch=weights["epoch"], sha=digest,
+                                                              made_by=made_by, commit=commit))
     return review_dir
 
 

@@ -21,7 +21,7 @@ from lib import config as config_mod
 from lib.config import Config
 from lib.errors import KitError
 from lib.files import atomic_write_text
-from lib.paths import REPO_ROOT, resolve
+from lib.paths import REPO_ROOT, portable, resolve
 
 LATEST = "latest"
 PARAMS = "params.yaml"
@@ -41,7 +41,8 @@ def create_run(cfg: Config) -> Path:
     """A fresh run directory with its params.yaml; refuses an existing one (two runs' files would mix)."""
     run_dir = cfg.path("runs_root") / (cfg.run_name or default_run_name(cfg))
     if run_dir.exists() and any(run_dir.iterdir()):
-        raise RunDirError(f"{run_dir} already exists: choose another run_name")
+        raise RunDirError(f"{run_dir} already exists: choose another run_name, or continue it with "
+                          f"make reproduce RESUME={portable(run_dir)}")
     (run_dir / "data").mkdir(parents=True, exist_ok=True)
     write_params(cfg, run_dir)
     point_latest(run_dir)
@@ -67,6 +68,7 @@ def open_run(run_dir: str | os.PathLike = "", overrides: dict[str, Any] | None =
     params.yaml; none leaves the file untouched.
     """
     folder = find_run(run_dir)
+    hold(folder)
     cfg = read_params(folder)
     if overrides:
         changed = cfg.replace(**overrides)
@@ -94,7 +96,9 @@ def open_or_create_run(run_dir: str | os.PathLike = "", profile: str = "demo",
     if run_dir:
         return open_run(run_dir, overrides)
     cfg = config_mod.load(profile, **(overrides or {}))
-    return cfg, create_run(cfg)
+    run_dir = create_run(cfg)
+    hold(run_dir)
+    return cfg, run_dir
 
 
 def describe(cfg: Config, run_dir: Path) -> str:
@@ -138,3 +142,49 @@ def git_commit() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return sha + ("-dirty" if dirty else "")
+
+
+# --- one writer at a time ------------------------------------------------------------------------
+# Every process that works in a run (the pipeline, each notebook's kernel) holds a shared lock on
+# <run>/.lock for its lifetime; a pipeline that continues a run first waits until nobody holds it,
+# so that the kernel of a killed pipeline (it notices its parent's death within a second or two)
+# never writes into a run that is being continued.
+LOCK = ".lock"
+_held: dict[Path, int] = {}
+
+
+def hold(run_dir: Path) -> None:
+    """Take this process's shared lock on the run (kept until the process ends)."""
+    import fcntl
+
+    run_dir = Path(run_dir).resolve()
+    if run_dir not in _held:
+        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        _held[run_dir] = fd
+
+
+def wait_until_idle(run_dir: Path, timeout_s: float = 30.0) -> None:
+    """Return once no other process holds the run's lock; refuse after `timeout_s`."""
+    import fcntl
+    import time
+
+    run_dir = Path(run_dir).resolve()
+    if run_dir in _held:  # our own shared lock would block the exclusive one
+        os.close(_held.pop(run_dir))
+    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RunDirError(
+                        f"another process is still working in {run_dir} (a pipeline or a notebook kernel): "
+                        "let it finish or stop it, then continue") from None
+                time.sleep(0.2)
+    finally:
+        os.close(fd)

@@ -68,19 +68,6 @@ def test_04_infer_writes_a_valid_scored_submission(smoke_notebook, smoke_workspa
     assert [r["text"] for r in results] == queries
 
 
-def test_a_second_identical_run_writes_the_same_submission_bytes(smoke_notebook, smoke_workspace):
-    """Same parameters and seed on CPU: the whole pipeline again, byte-identical submission."""
-    from lib import config, pipeline
-
-    first = smoke_workspace["run_dir"]
-    smoke_notebook("04_infer")
-    cfg = config.load("smoke", **{**smoke_workspace["overrides"], "run_name": "smoke-run-again"})
-    again = pipeline.run_pipeline(cfg, extra_parameters=smoke_workspace["parameters"], log=lambda *_: None)
-    assert (again / "submission.json").read_bytes() == (first / "submission.json").read_bytes()
-    table = "data/train_augmented.csv"
-    assert (again / table).read_bytes() == (first / table).read_bytes()
-
-
 def test_a_custom_profile_outside_configs_reaches_every_notebook(smoke_notebook, smoke_workspace, tmp_path):
     """The competition path (no generated data, organisers' layout, the model made tiny), from a copy
     of competition.yaml outside configs/ with changed values, as a user would run it

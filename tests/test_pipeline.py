@@ -54,3 +54,18 @@ def test_a_failing_notebook_is_named_with_its_error_and_kept(tmp_path, monkeypat
     message = str(err.value)
     assert "01_prepare failed in cell" in message and "ValueError: the labels are broken" in message
     assert (tmp_path / "run" / "01_prepare.ipynb").is_file() and str(tmp_path / "run") in message
+
+
+def test_every_notebook_parameter_is_visible_to_papermill():
+    """papermill reads a parameters cell line by line: a line it cannot parse (an '=' in a comment)
+    drops that parameter, and a value passed to it is then only warned about."""
+    import nbformat
+    import papermill as pm
+
+    for name in (*pipeline.pipeline_notebooks(), "05_quick_review"):
+        path = pipeline.NOTEBOOK_DIR / f"{name}.ipynb"
+        cells = nbformat.read(path, as_version=4).cells
+        cell = next(c for c in cells if "parameters" in c.metadata.get("tags", []))
+        assigned = [line.split("=")[0].strip() for line in cell.source.splitlines()
+                    if line and line[0].isalpha()]
+        assert list(pm.inspect_notebook(str(path))) == assigned, name

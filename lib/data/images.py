@@ -25,6 +25,9 @@ from tqdm import tqdm
 
 from lib.errors import KitError
 
+# A DataLoader worker that yields no batch of images for this long has hung (a dead network mount, a
+# deadlock): the loader raises instead of waiting for ever. No other wall-clock limit stops a run.
+WORKER_TIMEOUT_S = 900
 JPEG_SOI = b"\xff\xd8"
 JPEG_EOI = b"\xff\xd9"
 REPORT_COLUMNS = ["image", "path", "reason"]

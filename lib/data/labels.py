@@ -2,9 +2,10 @@
 
 - `read_labels(path)`: `image$attribute$text` lines -> DataFrame[image, attribute, text, kind, line].
   A line is a person line when its attribute is exactly 21 comma-separated 0/1 items, else a car
-  line. Refused, with `file:line` in the message (`LabelError`): not 3 fields, empty image, attribute
-  or text, an attribute made of digits and commas that is not 21 items of 0/1, a blank line before
-  the end, bytes that are not UTF-8. Accepted: BOM, CRLF, trailing blank lines, trailing periods.
+  line. Refused, with `file:line` in the message (`LabelError`): an empty file, not 3 fields, empty
+  image, attribute or text, an attribute made of digits and commas that is not 21 items of 0/1, a
+  blank line before the end, bytes that are not UTF-8. Accepted: BOM, CRLF, trailing blank lines,
+  trailing periods.
   File order is kept; repeated texts and repeated image names are kept as they are.
 - Cars: `build_car_vocabulary(df, types)` derives colours and brands from the car attributes (the
   types are the organisers' closed set, `CAR_TYPES`); `parse_car_text(text, vocab)` splits an
@@ -66,6 +67,8 @@ def read_lines(path: str | Path) -> list[str]:
     lines = [line[:-1] if line.endswith("\r") else line for line in body.split("\n")]
     while lines and not lines[-1].strip():
         lines.pop()
+    if not lines:
+        raise LabelError(path.name, 1, f"empty file: no lines in {path}")
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             raise LabelError(path.name, number, "blank line before the end of the file")

@@ -22,6 +22,7 @@ from lib.eval import metrics, retrieval, scoring, submission
 from lib.eval.boards import BOARDS, split_boards
 from lib.eval.metrics import check_same_queries
 from lib.files import atomic_write_text, sha256_file
+from lib.model.encode import truncated_texts
 from lib.model.factory import model_from_config
 from lib.paths import resolve
 from lib.train.state import collect_result
@@ -41,6 +42,7 @@ class Inference:
     test_scores: pd.DataFrame | None  # demo only: the generator knows the test answers
     board_scores: dict[str, pd.DataFrame]  # "A", "B": the test boards (demo only, else empty)
     per_query: pd.DataFrame  # split, query, kind, board, ap_official, ap_standard
+    truncated_queries: list[int]  # test queries longer than the text context: the tokenizer cut them
 
 
 def choose_checkpoint(run_dir: Path, checkpoint: str = "") -> str:
@@ -102,8 +104,9 @@ def infer(cfg: Config, run_dir: Path, checkpoint: str = "", prep: Prepared | Non
             board_scores[board] = scoring.score_table([test_result.image_names[i] for i in pick],
                                                       [relevant[i] for i in pick], [kinds[i] for i in pick])
         per_query.append(_per_query("test", test_result.image_names, relevant, kinds, boards))
+    truncated = truncated_texts(tokenizer, test_result.encoded_texts)
     result = Inference(chosen, val_scores, val_result, test_result, path, test_scores, board_scores,
-                       pd.concat(per_query, ignore_index=True))
+                       pd.concat(per_query, ignore_index=True), truncated)
     write_scores(run_dir, result)
     return result
 

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from lib.data import images, transforms
-from lib.data.images import BadImage, ImageError, read_image
+from lib.data.images import WORKER_TIMEOUT_S, BadImage, ImageError, read_image
 from lib.data.transforms import eval_two_stage
 from lib.model.device import AUTOCAST_DTYPES, resolve_precision
 
@@ -83,9 +83,10 @@ def encode_images(model: torch.nn.Module, paths: Sequence[str | os.PathLike], pr
                   progress: bool = True) -> torch.Tensor:
     """(len(paths), d) float32 CPU, L2-normalised, in the order of `paths`. A bad image raises ImageError."""
     dataset = GalleryDataset(paths, preprocess_cfg)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                        num_workers=loader_workers(workers, model_device(model)), collate_fn=_collate,
-                        pin_memory=model_device(model).type == "cuda")
+    n_workers = loader_workers(workers, model_device(model))
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=n_workers,
+                        collate_fn=_collate, pin_memory=model_device(model).type == "cuda",
+                        timeout=WORKER_TIMEOUT_S if n_workers else 0)
     out = []
     with _inference(model, precision) as device, tqdm(total=len(paths), desc="encoding images",
                                                        unit="img", disable=not progress) as bar:
@@ -108,6 +109,17 @@ def encode_texts(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], *
             tokens = tokenizer(texts[start:start + batch_size]).to(device)
             out.append(F.normalize(model.encode_text(tokens).float(), dim=-1).cpu())
     return torch.cat(out) if out else torch.empty(0, 0)
+
+
+def truncated_texts(tokenizer: Any, texts: Sequence[str]) -> list[int]:
+    """Indices of the texts longer than the text tower's context: the tokenizer cuts them silently
+    (open_clip's SimpleTokenizer keeps the first context_length - 1 tokens and an end token)."""
+    texts = list(texts)
+    context = getattr(tokenizer, "context_length", None)
+    if context and hasattr(tokenizer, "encode") and hasattr(tokenizer, "sot_token_id"):
+        return [i for i, text in enumerate(texts) if len(tokenizer.encode(text)) + 2 > context]
+    tokens = tokenizer(texts)  # other tokenizers: a row that fills its context may have been cut
+    return [i for i, row in enumerate(tokens) if int(row[-1]) != 0]
 
 
 @functools.cache

@@ -76,6 +76,12 @@ def resolve_source(model: str, source: str) -> str:
     return str(resolve(source))
 
 
+def tokenizer_for(cfg: Config) -> Tokenizer:
+    """The model's open_clip tokenizer, without building the model (a local-dir folder names it)."""
+    pretrained = resolve_source(cfg.model, cfg.pretrained)
+    return open_clip.get_tokenizer(pretrained if pretrained.startswith(LOCAL_DIR) else cfg.model)
+
+
 def model_from_config(cfg: Config, checkpoint: str | os.PathLike | None = None,
                       device: str | torch.device | None = None
                       ) -> tuple[torch.nn.Module, Tokenizer, dict[str, Any]]:

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from lib.data.images import BadImage, ImageError, TooManyBadImages, read_image
+from lib.data.images import WORKER_TIMEOUT_S, BadImage, ImageError, TooManyBadImages, read_image
 from lib.paths import resolve
 
 REQUIRED_COLUMNS = ("filepath", "title")
@@ -131,12 +131,13 @@ class EpochBatchSampler(Sampler):
 
 
 def train_loader(dataset: PairDataset, collate: Collate, sampler: EpochBatchSampler, workers: int,
-                 seed: int, pin_memory: bool = False) -> DataLoader:
-    """One epoch's loader (from the sampler's start batch); workers get seeded base seeds."""
+                 seed: int, pin_memory: bool = False, timeout_s: float = WORKER_TIMEOUT_S) -> DataLoader:
+    """One epoch's loader (from the sampler's start batch); workers get seeded base seeds, and a
+    worker that yields nothing for `timeout_s` counts as hung."""
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
                       generator=torch.Generator().manual_seed(seed + sampler.epoch),
                       pin_memory=pin_memory, persistent_workers=False,
-                      prefetch_factor=4 if workers > 0 else None)
+                      prefetch_factor=4 if workers > 0 else None, timeout=timeout_s if workers > 0 else 0)
 
 
 def eval_loader(dataset: PairDataset, collate: Collate, batch_size: int, workers: int) -> DataLoader:
@@ -144,7 +145,7 @@ def eval_loader(dataset: PairDataset, collate: Collate, batch_size: int, workers
     loss over a tail of 1-2 pairs says nothing)."""
     drop_last = len(dataset) >= batch_size
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=drop_last,
-                      collate_fn=collate, num_workers=workers)
+                      collate_fn=collate, num_workers=workers, timeout=WORKER_TIMEOUT_S if workers > 0 else 0)
 
 
 @dataclass

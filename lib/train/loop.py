@@ -138,8 +138,10 @@ class TrainLoop:
         self.elapsed = state["elapsed_s"]
         self.bad.seen.update(state["bad_images"])
         self.log.truncate_after(self.step)
-        self.log.line(f"resumed from {path} at step {self.step} (epoch {self.step // self.steps_per_epoch})",
-                      echo=True)
+        skipped = "" if path.name == LATEST or path.parent.name != "checkpoints" else (
+            f" ({LATEST} was cut short by an interruption and does not verify)")
+        self.log.line(f"resumed from {path} at step {self.step} (epoch {self.step // self.steps_per_epoch})"
+                      f"{skipped}", echo=True)
 
     # ----------------------------------------------------------------------------- loop
     def fit(self) -> TrainResult:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lib.model.checkpoints import write_sidecar
+from lib.model.checkpoints import ChecksumError, verify_file, write_sidecar
 from lib.runs import RunDirError
 from lib.train.log import read_metrics
 
@@ -70,7 +70,9 @@ def epoch_checkpoints(ckpt_dir: Path) -> list[Path]:
 def resume_checkpoint(resume: str, run_dir: Path) -> Path | None:
     """The checkpoint to resume from, or None for a fresh start; refuses to clobber a run.
 
-    `latest` picks checkpoints/latest.pt (a fresh start when the run has none yet, as open_clip).
+    `latest` picks checkpoints/latest.pt, or, when a kill cut its save short (it has no sidecar, or
+    its bytes are not its sidecar's), the newest epoch checkpoint that verifies: a resume from an
+    earlier point ends in the same weights. A fresh start when there is none (as open_clip).
     """
     ckpt_dir = run_dir / "checkpoints"
     existing = sorted(ckpt_dir.glob("*.pt")) if ckpt_dir.is_dir() else []
@@ -83,11 +85,22 @@ def resume_checkpoint(resume: str, run_dir: Path) -> Path | None:
                 f"train into a new run directory")
         return None
     if resume == "latest":
-        return ckpt_dir / LATEST if (ckpt_dir / LATEST).is_file() else None
+        candidates = [ckpt_dir / LATEST, *reversed(epoch_checkpoints(ckpt_dir))] if ckpt_dir.is_dir() else []
+        return next((p for p in candidates if _verifies(p)), None)
     path = Path(resume)
     if not path.is_file():
         raise RunDirError(f"resume={resume}: no such checkpoint")
     return path
+
+
+def _verifies(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        verify_file(path)
+    except ChecksumError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------------- result
