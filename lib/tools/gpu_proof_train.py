@@ -30,6 +30,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from lib.config import Config
+from lib.errors import KitError
 from lib.model import text_trim
 from lib.model.device import resolve_device, resolve_precision
 from lib.tools.bench_train import write_table
@@ -75,8 +76,9 @@ def setting_template(setting: Setting) -> dict[str, Any]:
             "seconds": None}
 
 
-class Enough(Exception):
-    """Raised by the step clock to end a setting's run."""
+class Enough(KitError):
+    """Raised by the step clock to end a setting's run (caught by run_setting; a KitError as every
+    exception the kit defines, so that it would print in one line should it ever escape)."""
 
 
 class StepClock:
