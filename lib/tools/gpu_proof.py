@@ -241,7 +241,7 @@ def table(report: dict[str, Any]) -> str:
     rows = [f"gpu-proof: {report['setup']['model'] or '-'} on {where}, torch {m['torch']} "
             f"(CUDA {m['cuda']}), open_clip {m['open_clip']} ({m['open_clip_from']}), "
             f"commit {m['git_commit']}, {_num(report['seconds'], ',.0f', ' s')}",
-            f"{'part':<9} {'figure':<44} {'measured':<34} plan (README)"]
+            f"{'part':<9} {'figure':<46} {'measured':<34} plan (README)"]
     setup = report["setup"]
     if setup["parameters"]:
         rows.insert(1, f"set-up: {setup['images']:,} images in {setup['images_s']} s; {setup['model']} "
@@ -251,7 +251,7 @@ def table(report: dict[str, Any]) -> str:
         rows.insert(1, f"set-up failed: {setup['error']}")
 
     def row(part: str, figure: str, measured: str, planned: str = "") -> None:
-        rows.append(f"{part:<9} {figure:<44} {measured:<34} {planned}".rstrip())
+        rows.append(f"{part:<9} {figure:<46} {measured:<34} {planned}".rstrip())
 
     kit, ref, plan = enc["kit"], enc["reference"], enc["plan"] or {}
     row("encode", f"kit ({kit['precision']}, batch {kit['batch_size']}, {kit['workers']} workers)",

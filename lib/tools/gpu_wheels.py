@@ -82,8 +82,12 @@ def metadata(wheel: Path) -> str:
 def check(wheel_dir: Path = WHEEL_DIR) -> list[str]:
     """What would be missing on the GPU machine: a wheel not there (or twice), a wheel that refuses its
     Python, a requirement (extras aside) that neither the machine nor a wheel provides. [] = complete."""
-    from packaging.requirements import Requirement
-    from packaging.specifiers import SpecifierSet
+    try:
+        from packaging.requirements import Requirement
+        from packaging.specifiers import SpecifierSet
+    except ImportError:  # a Python without it still has pip's copy (download needs pip anyway)
+        from pip._vendor.packaging.requirements import Requirement
+        from pip._vendor.packaging.specifiers import SpecifierSet
 
     wheels = sorted(wheel_dir.glob("*.whl"))
     have = [wheel_name(w) for w in wheels]
