@@ -31,13 +31,24 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from open_clip.loss import gather_features
+from open_clip_train.distributed import world_info_from_env
 
 from lib import config as config_mod
 from lib import runs
+from lib.augment.attribute_augmentation import augment_run
 from lib.config import Config
+from lib.data.prepare import AUGMENTED_TABLE, prepare
+from lib.demo.dataset import ensure_demo_data
+from lib.demo.foundation import ensure_foundation
+from lib.eval.infer import infer
+from lib.eval.scoring import VAL_EVALUATOR
 from lib.model.device import resolve_device, resolve_precision
 from lib.paths import REPO_ROOT
 from lib.tools.gpu_measure import Budget, failure
+from lib.train.launch import launch, process_group_backend
+from lib.train.launch import main as train_cli
+from lib.train.state import collect_result
 
 STEPS = ("data", "foundation", "prepare", "augment", "train", "infer", "torchrun")
 RUN_NAME = "pipeline"
@@ -94,14 +105,6 @@ def run_steps(steps: list[tuple[str, Callable[[], Any]]], record: dict, budget: 
 def measure_pipeline(work: Path, *, device: str, precision: str, workers: int, budget_s: float,
                      out: dict | None = None, progress: Callable[[], None] = lambda: None) -> dict[str, Any]:
     """Fill (and return) the part's record `out`, calling `progress` after each step."""
-    from lib.augment.attribute_augmentation import augment_run
-    from lib.data.prepare import AUGMENTED_TABLE, prepare
-    from lib.demo.dataset import ensure_demo_data
-    from lib.demo.foundation import ensure_foundation
-    from lib.eval.infer import infer
-    from lib.eval.scoring import VAL_EVALUATOR
-    from lib.train.launch import launch
-
     out = out if out is not None else template()
     budget = Budget(budget_s)
     cfg = pipeline_config(work, device=device, precision=precision, workers=workers)
@@ -166,8 +169,6 @@ def torchrun(cfg: Config, work: Path, table: Path, *, timeout_s: float) -> dict[
 
 def check_collectives(device: torch.device) -> dict[str, bool]:
     """The collectives the training loop runs between processes, each checked against its result."""
-    from open_clip.loss import gather_features
-
     rank, world = dist.get_rank(), dist.get_world_size()
     counts = torch.tensor([-3 - rank, rank], device=device)
     dist.all_reduce(counts, op=dist.ReduceOp.MAX)
@@ -190,23 +191,17 @@ def nccl_version() -> str:
 
 def child(args: argparse.Namespace) -> int:
     """Under torchrun: the process group, the collectives, then a few training steps by the kit's CLI."""
-    from open_clip_train.distributed import world_info_from_env
-
-    from lib.train import launch
-    from lib.train.state import collect_result
-
     cfg = config_mod.load_saved(args.config)
     device = resolve_device(cfg.device, world_info_from_env()[0])
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(launch.process_group_backend(device))
+    dist.init_process_group(process_group_backend(device))
     record: dict[str, Any] = {"backend": dist.get_backend(), "world_size": dist.get_world_size(),
                               "nccl_version": nccl_version() if device.type == "cuda" else None}
     try:
         record["collectives"] = check_collectives(device)
-        record["cli_exit_code"] = launch.main(["--config", str(args.config), "--run-dir", str(args.run_dir),
-                                               "--table", str(args.table), "--val-table", "",
-                                               "--no-progress"])
+        record["cli_exit_code"] = train_cli(["--config", str(args.config), "--run-dir", str(args.run_dir),
+                                             "--table", str(args.table), "--val-table", "", "--no-progress"])
         record["steps"] = last_step(args.run_dir)
         record["checkpoint"] = bool(collect_result(args.run_dir).checkpoints)
     finally:
