@@ -12,13 +12,16 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-stamp
+# gpu-proof and gpu-wheels need no venv (the lent GPU machine has none): the venv's python when there
+# is one, else $(PYTHON).
+GPU_PY ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
 # Model hubs are unreachable on many machines: never let a run hang on one (override: HF_HUB_OFFLINE=0).
 export HF_HUB_OFFLINE ?= 1
 export PYTHONHASHSEED ?= 0
 # The notebooks import `lib` from the repository root whatever their working directory.
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help setup reproduce quick-review promote seed-study test test-fast lint fingerprint bench lab clean
+.PHONY: help setup reproduce quick-review promote seed-study test test-fast lint fingerprint bench gpu-proof gpu-wheels lab clean
 
 help: ## list the targets
 	@echo "Usage: make TARGET [PROFILE=demo|competition] (first use creates $(VENV) by itself)"
@@ -64,6 +67,12 @@ fingerprint: $(STAMP) ## rerun the smoke pipeline and rewrite the golden fingerp
 bench: $(STAMP) ## speed benchmarks against a peer measured in the same run (ARGS=--quick: seconds)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements-bench.txt
 	$(PY) -m lib.tools.bench $(ARGS)
+
+gpu-proof: ## bigG speed and memory, the CUDA pipeline, torchrun with NCCL, in one run (ARGS=--cpu-dry-run: a minute, no GPU)
+	PYTHONUNBUFFERED=1 $(GPU_PY) -m lib.tools.gpu_proof $(ARGS)
+
+gpu-wheels: ## download into .whl/ what gpu-proof needs on a GPU machine without it (Python 3.12, x86-64)
+	$(GPU_PY) -m lib.tools.gpu_wheels download
 
 lab: $(STAMP) ## start Jupyter Lab on the notebooks
 	$(VENV)/bin/jupyter lab notebooks/

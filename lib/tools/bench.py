@@ -82,14 +82,20 @@ def _summary(times: list[float], work: float, unit: str) -> dict[str, Any]:
 
 # --- images ----------------------------------------------------------------------------------------
 
-def make_images(folder: Path, n: int, seed: int = 0) -> list[Path]:
-    """n JPEGs of the demo's sizes: 1 in 3 a wide 'car' (128×72), else a tall 'person' (48×128),
-    a gradient background, a filled shape and sensor noise (so that they compress like photos)."""
+def demo_size(i: int, rng: np.random.Generator) -> tuple[int, int]:
+    """(width, height) of image i at the demo's sizes: 1 in 3 a wide 'car', else a tall 'person'."""
+    return (128, 72) if i % 3 == 0 else (48, 128)
+
+
+def make_images(folder: Path, n: int, seed: int = 0,
+                size: Callable[[int, np.random.Generator], tuple[int, int]] = demo_size) -> list[Path]:
+    """n JPEGs of `size`'s sizes (default: the demo's, 128×72 cars and 48×128 persons), each a
+    gradient background, a filled shape and sensor noise (so that they compress like photos)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     paths = []
     for i in range(n):
-        w, h = (128, 72) if i % 3 == 0 else (48, 128)
+        w, h = size(i, rng)
         ramp = np.linspace(0, 1, w, dtype=np.float32)[None, :, None]
         base, top = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
         img = (base + (top - base) * ramp).repeat(h, axis=0)
@@ -122,13 +128,14 @@ def pil_pad_to_square(img: Image.Image, fill: int = 0) -> Image.Image:
 
 def naive_encode(model: torch.nn.Module, paths: list[Path], preprocess: Callable, batch_size: int,
                  fill: int = 0) -> torch.Tensor:
-    """The reference's gallery loop: PIL decode, pad, preprocess one by one, stack, encode, no workers."""
-    out = []
+    """The reference's gallery loop: PIL decode, pad, preprocess one by one, stack, encode, no workers
+    (the batch goes to the model's device, the features come back to the CPU, as in the reference)."""
+    out, device = [], next(model.parameters()).device
     with torch.no_grad():
         for start in range(0, len(paths), batch_size):
             batch = torch.stack([preprocess(pil_pad_to_square(Image.open(p).convert("RGB"), fill))
                                  for p in paths[start:start + batch_size]])
-            feats = model.encode_image(batch)
+            feats = model.encode_image(batch.to(device)).cpu()
             out.append(feats / feats.norm(dim=-1, keepdim=True))
     return torch.cat(out)
 

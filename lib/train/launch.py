@@ -74,8 +74,13 @@ def _init_distributed(device_name: str) -> bool:
     device = resolve_device(device_name, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=dt.timedelta(hours=2))
+    dist.init_process_group(process_group_backend(device), timeout=dt.timedelta(hours=2))
     return True
+
+
+def process_group_backend(device: torch.device) -> str:
+    """torch.distributed's backend for a process on `device`: NCCL between GPUs, gloo between CPUs."""
+    return "nccl" if device.type == "cuda" else "gloo"
 
 
 def default_tables(run_dir: Path) -> tuple[Path, Path | None]:

@@ -39,3 +39,12 @@ def test_broadcast_peer_and_kit_topk_agree():
     assert torch.allclose(peer_scores, kit_scores, atol=1e-6)
 
 
+
+
+def test_make_images_draws_at_the_sizes_it_is_given(tmp_path):
+    import cv2
+
+    demo = bench.make_images(tmp_path / "demo", 3)
+    assert [cv2.imread(str(p)).shape[:2] for p in demo] == [(72, 128), (128, 48), (128, 48)]
+    sized = bench.make_images(tmp_path / "sized", 2, size=lambda i, rng: (30 + i, 20))
+    assert [cv2.imread(str(p)).shape[:2] for p in sized] == [(20, 30), (20, 31)]

@@ -12,7 +12,7 @@ from lib import runs
 from lib.model.checkpoints import load_checkpoint
 from lib.model.factory import model_from_config
 from lib.runs import RunDirError
-from lib.train.launch import launch, train
+from lib.train.launch import launch, process_group_backend, train
 from tests.train import make_table, tiny_cfg
 
 
@@ -83,3 +83,8 @@ def test_the_cli_trains_with_the_runs_params_yaml(tmp_path, capsys):
     assert load_checkpoint(run / "checkpoints" / "epoch_1.pt")["config"] == cfg.to_dict()
     assert launch_module.main(["--run-dir", str(tmp_path / "nothing-here")]) == 1
     assert "has no params.yaml" in capsys.readouterr().err
+
+
+def test_the_process_group_backend_follows_the_device():
+    assert process_group_backend(torch.device("cuda", 0)) == "nccl"
+    assert process_group_backend(torch.device("cpu")) == "gloo"
