@@ -62,8 +62,8 @@ class Config:
     generate_demo_data: bool = False  # True: make the synthetic dataset under data_root first
     demo_seed: int = knob(0, ge=0)
     demo_train_size: int = knob(4000, ge=2)
-    demo_val_size: int = knob(800, ge=2)
-    demo_test_size: int = knob(800, ge=2)
+    demo_val_size: int = knob(2000, ge=2)
+    demo_test_size: int = knob(2000, ge=2)  # 1,000 queries a board: a board's mAP@10 to about ±0.011
     demo_corpus_size: int = knob(12000, ge=2)  # the foundation's pretraining corpus, never train/val/test
     # --- model --------------------------------------------------------------------------
     model: str = "ViT-bigG-14"

@@ -10,10 +10,25 @@ from lib.paths import REPO_ROOT
 
 
 @pytest.mark.parametrize("profile", ["demo", "smoke", "competition"])
-def test_every_profile_loads(profile):
+def test_every_profile_loads_with_what_its_file_says(profile):
     cfg = config.load(profile)
-    assert cfg.profile == profile
-    assert cfg.stop_epoch <= cfg.schedule_epochs
+    assert cfg.profile == profile and cfg.stop_epoch <= cfg.schedule_epochs
+    said = yaml.safe_load((config.CONFIG_DIR / f"{profile}.yaml").read_text())
+    base = said.pop("extends", None)
+    for key, value in said.items():
+        assert getattr(cfg, key) == value, key
+    if base:  # what the base says and this profile does not
+        inherited = config.load(base)
+        for key in set(config.differences(inherited)) - set(said) - {"profile"}:
+            assert getattr(cfg, key) == getattr(inherited, key), key
+
+
+def test_profiles_hold_only_what_differs_from_the_reference_recipe():
+    defaults = config.Config()
+    for path in config.CONFIG_DIR.glob("*.yaml"):
+        said = yaml.safe_load(path.read_text())
+        same = [k for k, v in said.items() if k not in ("profile", "extends") and getattr(defaults, k) == v]
+        assert not same, f"{path.name} repeats defaults: {same}"
 
 
 def test_competition_profile_is_the_reference_recipe():

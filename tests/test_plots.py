@@ -8,7 +8,8 @@ from lib import plots  # noqa: E402
 
 
 def test_empty_selections_draw_a_note_instead_of_failing():
-    assert plots.image_grid([], []).axes
+    (ax,) = plots.image_grid([], []).axes
+    assert [t.get_text() for t in ax.texts] == ["no images to show"]
     ax = plots.counts_bar(pd.DataFrame({"filled_type": []}), "filled_type", "filled type")
     assert ax.texts and ax.texts[0].get_text() == "no rows"
 

@@ -83,7 +83,7 @@ def run_smoke(workdir: Path) -> Path:
 
     cfg = config.load("smoke", data_root=str(workdir / "data"), runs_root=str(workdir / "runs"),
                       pretrained=str(workdir / "data" / "foundation" / "foundation.pt"), run_name="smoke-run")
-    return pipeline.run_pipeline(cfg, extra_parameters={"expect_improvement": False})
+    return pipeline.run_pipeline(cfg)
 
 
 def main(argv: list[str] | None = None) -> int:

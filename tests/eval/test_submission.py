@@ -162,3 +162,44 @@ def test_cli_exit_codes(case):
     done = _cli(*args)
     assert done.returncode == 1
     assert "query 1 (" in done.stderr and "9 image names" in done.stderr
+
+
+def test_the_bytes_of_a_tiny_submission_are_exactly_these(tmp_path):
+    """Pinned by a literal, not by writing twice with the same function: UTF-8 without escapes, one
+    query a line, the keys in this order, a final newline."""
+    names = [f"{i}.jpg" for i in range(10)]
+    path = write_submission(tmp_path / "s.json", ["Un café.", "A man."], [names, names[::-1]])
+    listed = ", ".join(f'"{n}"' for n in names)
+    backwards = ", ".join(f'"{n}"' for n in names[::-1])
+    assert path.read_bytes() == (
+        '{"results": [\n'
+        f'{{"text": "Un café.", "image_names": [{listed}]}},\n'
+        f'{{"text": "A man.", "image_names": [{backwards}]}}\n'
+        ']}\n').encode("utf-8")
+
+
+@pytest.mark.parametrize("mutate, says", [
+    (lambda r: r.append({"text": "extra", "image_names": NAMES[0]}), "extra entry beyond the 3 queries"),
+    (lambda r: r[1].update(image_names="0123456789"), "image_names must be a list of strings"),
+    (lambda r: r[1].pop("image_names"), 'no "image_names"'),
+    (lambda r: r.__setitem__(1, ["not", "an", "object"]), 'entry 1: not an object with a string "text"'),
+    (lambda r: r[0].update(text=r[0]["text"] + " "), "text changed"),
+    (lambda r: r[0].update(text=" " + r[0]["text"]), "text changed"),
+])
+def test_every_refusal_of_the_validator(case, mutate, says):
+    found = _broken(case, mutate)
+    assert any(says in problem for problem in found), found
+
+
+def test_a_ten_character_string_is_not_ten_names_even_without_a_gallery(case):
+    document = json.loads(case["path"].read_text(encoding="utf-8"))
+    document["results"][0]["image_names"] = "abcdefghij"
+    case["path"].write_text(json.dumps(document), encoding="utf-8")
+    found = validate_submission(case["path"], case["queries"], None)
+    assert found and "must be a list of strings" in found[0]
+
+
+def test_bytes_that_are_not_utf8_are_refused(case):
+    case["path"].write_bytes(case["path"].read_bytes().replace("café".encode(), b"caf\xe9"))
+    (problem,) = validate_submission(case["path"], case["queries"], case["gallery"])
+    assert "is not UTF-8" in problem

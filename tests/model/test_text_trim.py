@@ -66,8 +66,14 @@ def test_not_installed_where_trimming_would_change_the_result(monkeypatch):
     assert not text_trim.is_causal(None)
 
 
-def test_config_switch_reaches_the_model():
+def test_config_switch_reaches_the_model_and_changes_no_feature():
     from lib import config
-    on, _, _ = model_from_config(config.load("smoke", pretrained=""))
+
+    torch.manual_seed(0)
+    on, tokenizer, _ = model_from_config(config.load("smoke", pretrained=""))
+    torch.manual_seed(0)
     off, _, _ = model_from_config(config.load("smoke", pretrained="", trim_text_padding=False))
     assert text_trim.installed(on) and not text_trim.installed(off)
+    tokens = tokenizer(CAPTIONS)
+    with torch.no_grad():
+        torch.testing.assert_close(on.encode_text(tokens), off.encode_text(tokens), atol=1e-5, rtol=1e-5)

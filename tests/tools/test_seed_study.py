@@ -41,6 +41,7 @@ def test_seed_study_reproduces_the_run_and_tabulates_the_spread(smoke_notebook, 
     lines.clear()
     resumed = seed_study.run_study(cfg, base, [0, 1], label="t", progress=False, log=lines.append)
     assert any("[seed 1] fine-tuning" in line for line in lines)
+    assert "resumed from" in (seed1 / "out.log").read_text()  # from its checkpoints, not trained again
     pd.testing.assert_frame_equal(resumed, table)
 
 

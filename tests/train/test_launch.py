@@ -22,7 +22,7 @@ def test_run_writes_log_metrics_and_checkpoints(reference):
     assert [(r["epoch"], r["step"]) for r in rows] == [(0, 0), (1, 4), (2, 8)]
     assert rows[0]["train_loss"] is None and rows[1]["train_loss"] > 0
     assert all(math.isfinite(r["val_loss"]) and r["val_recall@1"] == 0.25 for r in rows)
-    assert [r["val_map10_official"] for r in rows] == pytest.approx([0.6, 0.7, 0.8])
+    assert [r["val_map10_official"] for r in rows] == pytest.approx([0.6, 0.9, 0.7])
     assert reference["calls"] == [False, False, False]  # the evaluator sees the model in eval mode
     log = (run / "out.log").read_text()
     assert log.count("| step ") == 4 and "step 2/8 epoch 1 loss" in log and "samples/s" in log
@@ -30,7 +30,8 @@ def test_run_writes_log_metrics_and_checkpoints(reference):
     assert (run / "params.yaml").is_file()
     assert runs.read_params(run) == reference["cfg"]
     assert [p.name for p in result.checkpoints] == ["epoch_1.pt", "epoch_2.pt"]
-    assert (result.best_epoch, result.best_by) == (2, "val_map10_official")
+    assert (result.best_epoch, result.best_by) == (1, "val_map10_official")  # not the last epoch
+    assert result.best_checkpoint.name == "epoch_1.pt"
     for name in ("epoch_1.pt", "epoch_2.pt", "latest.pt"):
         ckpt = load_checkpoint(run / "checkpoints" / name)  # verified against its .sha256
         assert {"epoch", "step", "name", "state_dict", "optimizer", "scaler", "rng", "config"} <= set(ckpt)
