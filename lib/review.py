@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from lib import config as config_mod
-from lib import runs
+from lib import record_figures, runs
 from lib.config import Config
 from lib.data.layout import SPLIT_FILES, TEST_GT_FILE
 from lib.errors import KitError
@@ -27,6 +27,7 @@ REVIEW_DIR = REPO_ROOT / "best-result-review"
 CHECKSUMS = "checksums.sha256"
 CHECKPOINT = "checkpoint.pt"
 RECORD_FILES = ("params.yaml", "out.log", "metrics.jsonl", "submission.json", "scores.json")
+OPTIONAL_FILES = ("per_query.csv", "pipeline.json", record_figures.AGREEMENT_FILE)
 MAX_COMMITTED_CHECKPOINT = 64 * 2**20  # larger checkpoints are named, not committed
 README_TEMPLATE = Path(__file__).parent / "templates" / "record_README.md"
 
@@ -96,7 +97,7 @@ def promote(run_dir: Path, review_dir: Path = REVIEW_DIR, commit: str | None = N
     if review_dir.exists():
         shutil.rmtree(review_dir)
     review_dir.mkdir(parents=True)
-    for name in RECORD_FILES:
+    for name in RECORD_FILES + tuple(n for n in OPTIONAL_FILES if (run_dir / n).exists()):
         shutil.copy2(run_dir / name, review_dir / name)
     for notebook in sorted(run_dir.glob("0[1-4]_*.ipynb")):
         shutil.copy2(notebook, review_dir / notebook.name)
@@ -118,6 +119,8 @@ def promote(run_dir: Path, review_dir: Path = REVIEW_DIR, commit: str | None = N
     atomic_write_text(review_dir / "README.md", readme.format(run=run_dir.name, profile=cfg.profile,
                                                               epoch=weights["epoch"], sha=digest,
                                                               made_by=made_by, commit=commit))
+    if review_dir == REVIEW_DIR:
+        record_figures.update_readme(REPO_ROOT / "README.md", review_dir)
     return review_dir
 
 

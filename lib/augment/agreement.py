@@ -13,6 +13,7 @@ import pandas as pd
 
 from lib.augment.attribute_augmentation import FIELDS
 from lib.data.labels import CarVocabulary, LabelError, parse_car_text, read_lines
+from lib.data.prepare import write_table
 
 
 def _present(values: pd.Series) -> pd.Series:
@@ -57,6 +58,14 @@ def filled_accuracy(augmented: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFram
                      "majority_accuracy": (joined[field] == majority).mean() if n else math.nan,
                      "chance": 1 / len(values) if values else math.nan})
     return pd.DataFrame(rows)
+
+
+ACCURACY_FILE = "attribute_agreement.csv"
+
+
+def write_accuracy(accuracy: pd.DataFrame, run_dir: str | os.PathLike) -> Path:
+    """filled_accuracy's table into the run (`attribute_agreement.csv`), for the record's figures."""
+    return write_table(accuracy, Path(run_dir) / ACCURACY_FILE)
 
 
 def confusion_matrix(augmented: pd.DataFrame, truth: pd.DataFrame, field: str) -> pd.DataFrame:

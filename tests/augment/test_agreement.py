@@ -66,3 +66,11 @@ def test_filled_accuracy_and_confusion():
     assert int(m.to_numpy().sum()) == 3 and list(m.columns) == ["SUV", "Sedan"]
     with pytest.raises(ValueError, match="no colour in the truth"):
         agreement.filled_accuracy(aug, truth[truth["image"] != "d"])
+
+
+def test_the_accuracy_table_is_written_into_the_run(tmp_path):
+    table = pd.DataFrame([{"field": "type", "filled": 3, "accuracy": 1 / 3, "majority_value": "Truck",
+                           "majority_accuracy": 0.0, "chance": 0.5}])
+    path = agreement.write_accuracy(table, tmp_path)
+    assert path == tmp_path / agreement.ACCURACY_FILE
+    pd.testing.assert_frame_equal(pd.read_csv(path), table)
