@@ -6,6 +6,7 @@ images), once, with the same training loop as fine-tuning, and keeps it with its
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -18,7 +19,7 @@ from lib.demo.dataset import CORPUS_FILES
 from lib.errors import KitError
 from lib.files import atomic_write_text, sha256_file
 from lib.model.checkpoints import load_checkpoint, save_checkpoint, verify_file
-from lib.paths import portable
+from lib.paths import portable, resolve
 from lib.train.launch import train
 
 
@@ -45,12 +46,22 @@ def pretraining_config(cfg: Config) -> Config:
 
 
 def recipe(cfg: Config) -> dict:
-    """What the foundation checkpoint is a function of: the corpus and the pretraining knobs."""
-    manifest = cfg.path("data_root") / "MANIFEST.json"
+    """What the foundation checkpoint is a function of: the corpus's content in order (captions and
+    image bytes, not file names, which also depend on the other splits' sizes: resizing val or test
+    keeps the foundation) and the pretraining knobs."""
     keys = ("model", "seed", "foundation_epochs", "foundation_lr", "foundation_batch_size",
             "foundation_warmup_steps", "precision", "trim_text_padding")
-    return {"corpus_manifest_sha256": sha256_file(manifest) if manifest.exists() else "",
-            **{k: getattr(cfg, k) for k in keys}}
+    return {"corpus_sha256": corpus_digest(cfg.path("data_root")), **{k: getattr(cfg, k) for k in keys}}
+
+
+def corpus_digest(data_root: Path) -> str:
+    """sha256 over the corpus's captions and images, line by line ("" when there is no corpus)."""
+    if not (data_root / CORPUS_FILES[0]).is_file():
+        return ""
+    digest = hashlib.sha256()
+    for path, title in corpus_table(data_root).itertuples(index=False):
+        digest.update(title.encode() + b"\0" + bytes.fromhex(sha256_file(resolve(path))))
+    return digest.hexdigest()
 
 
 def ensure_foundation(cfg: Config, progress: bool = True) -> Path:

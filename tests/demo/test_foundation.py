@@ -40,3 +40,17 @@ def test_a_stale_foundation_inside_data_root_is_pretrained_again(tmp_path, monke
     cfg = config.load("smoke", data_root=str(tmp_path / "data" / "smoke"), pretrained=str(own))
     with pytest.raises(Pretrained):
         foundation.ensure_foundation(cfg, progress=False)
+
+
+def test_the_recipe_follows_the_corpus_not_the_other_splits(tmp_path):
+    """Resizing val or test must not pretrain the foundation again (it never sees them)."""
+    from lib.demo.dataset import make_demo_dataset
+
+    sizes = dict(train_size=6, val_size=4, test_size=4, corpus_size=8)
+    cfg = config.load("smoke", data_root=str(tmp_path / "d"))
+    make_demo_dataset(tmp_path / "d", seed=0, progress=False, **sizes)
+    first = foundation.recipe(cfg)
+    make_demo_dataset(tmp_path / "d", seed=0, progress=False, **{**sizes, "val_size": 6, "test_size": 6})
+    assert foundation.recipe(cfg) == first and first["corpus_sha256"]
+    make_demo_dataset(tmp_path / "d", seed=0, progress=False, **{**sizes, "corpus_size": 10})
+    assert foundation.recipe(cfg) != first
