@@ -72,3 +72,12 @@ def test_the_same_state_gives_the_same_bytes(micro, tmp_path):
     assert a == b
     c = save_checkpoint(tmp_path / "c.pt", {"epoch": 2, "state_dict": micro.state_dict()})
     assert c != a
+
+
+def test_mmap_load_gives_the_same_weights_and_still_verifies(micro, tmp_path):
+    path = tmp_path / "epoch_1.pt"
+    save_checkpoint(path, {"epoch": 1, "state_dict": micro.state_dict()})
+    mapped = load_checkpoint(path, mmap=True)["state_dict"]
+    assert same_weights(mapped, weights(micro))
+    with pytest.raises(ChecksumError):
+        load_checkpoint(path, expected_sha256="0" * 64, mmap=True)
