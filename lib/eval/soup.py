@@ -92,7 +92,8 @@ def _candidate(step: str, ingredients: Sequence[Ingredient], scores: dict[str, f
 
 def _show(row: dict) -> str:
     shown = " ".join(f"{key.removesuffix('_map10_official')} {row[key]:.4f}" for key in _scores(row))
-    return f"[{row['step']}] {' + '.join(row['ingredients'])}: {shown}"
+    step = f"{row['step']} {row['alpha']:g}" if "alpha" in row else row["step"]
+    return f"[{step}] {' + '.join(row['ingredients'])}: {shown}"
 
 
 def uniform_soup(paths: Sequence[Path], model: str, scorer: Scorer, log: Log = print) -> SoupResult:
@@ -140,7 +141,7 @@ def wise_soup(foundation: State, finetuned: Path, model: str, alphas: Sequence[f
     for alpha in alphas:
         rows.append(_candidate("alpha", [ingredient], scorer(interpolate(foundation, tuned, alpha)),
                                alpha=float(alpha)))
-        log(f"alpha {alpha:g}: " + _show(rows[-1]))
+        log(_show(rows[-1]))
     best = max(rows, key=lambda r: r["selection_score"])
     for row in rows:
         row["kept"] = row is best
