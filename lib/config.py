@@ -105,6 +105,14 @@ class Config:
     save_every_steps: int = knob(1000, ge=0)
     keep_checkpoints: int = knob(0, ge=0)  # > 0: keep only the N newest epoch_N.pt (and the best); 0: all
     max_bad_image_fraction: float = knob(0.0, ge=0, le=1)  # images that may be missing or corrupt
+    # --- weight averaging after training (lib.eval.soup; off until a seed study on val + A says otherwise)
+    # none: the best epoch is scored. uniform: the mean of every epoch checkpoint. greedy: epochs by
+    # selection score, each added only if the soup does not score lower (Wortsman et al. 2022). wise:
+    # WiSE-FT, (1 - alpha) * pretrained + alpha * the best epoch. The selection score is val's official
+    # mAP@10, averaged with test board A's where the test answers are known (the demo).
+    soup: str = knob("none", choices=("none", "uniform", "greedy", "wise"))
+    # WiSE-FT's alpha: the grid it is chosen on (by the selection score); one value fixes it.
+    wise_alphas: list[float] = knob([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0], ge=0, le=1)
     # --- attribute augmentation (step 2) and retrieval -------------------------------------
     attribute_augmentation: bool = True  # zero-shot completion of car captions before training
     attribute_fields: list[str] = knob(["colour", "type"], choices=("colour", "brand", "type"))
@@ -262,6 +270,8 @@ def _validate(cfg: Config) -> None:
     if len(jitter) != 4 or min(jitter) < 0 or jitter[3] > 0.5:
         raise ConfigError(f"photometric_jitter={jitter} must be [brightness, contrast, saturation, hue], "
                           "each >= 0 and hue <= 0.5 (torchvision's ColorJitter)")
+    if not cfg.wise_alphas:
+        raise ConfigError("wise_alphas=[] must hold at least one alpha (one value fixes WiSE-FT's alpha)")
     if not DEVICE.fullmatch(cfg.device):
         raise ConfigError(f"device={cfg.device!r} must be auto, cpu, cuda or cuda:N")
     if cfg.run_name and (cfg.run_name in (".", "..") or "/" in cfg.run_name or "\\" in cfg.run_name

@@ -89,6 +89,15 @@ def test_foundation_pretraining_never_jitters():
     assert pretraining_config(config.load("demo", photometric_jitter_prob=0.8)).photometric_jitter_prob == 0.0
 
 
+def test_soups_are_off_in_the_reference_recipe_and_alphas_are_checked():
+    cfg = config.load("competition")
+    assert cfg.soup == "none" and cfg.wise_alphas[0] == 0.0 and cfg.wise_alphas[-1] == 1.0
+    assert config.load("demo", soup="wise", wise_alphas=[0, 1]).wise_alphas == [0.0, 1.0]  # YAML ints
+    for bad in ({"soup": "stew"}, {"wise_alphas": [0.5, 1.5]}, {"wise_alphas": [-0.1]}, {"wise_alphas": []}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            config.load("demo", **bad)
+
+
 def test_stop_epoch_past_the_horizon_is_refused():
     with pytest.raises(ConfigError, match="stop_epoch"):
         config.load("demo", stop_epoch=9, schedule_epochs=8)

@@ -1,7 +1,8 @@
 """Step 4: score a checkpoint on the val split and write the test submission.
 
-The checkpoint is chosen by rule (an explicit one, else the run's best fine-tuned epoch, else the
-profile's pretrained weights: the zero-shot baseline), and its identity keys the embedding cache.
+The checkpoint is chosen by rule (an explicit one, else the run's soup when cfg.soup asks for one and
+lib.eval.soup made it, else the run's best fine-tuned epoch, else the profile's pretrained weights:
+the zero-shot baseline), and its identity keys the embedding cache.
 Writes `submission.json`, `scores.json` (val; on the demo, whose test answers are known, also test
 and its boards test_A and test_B, lib.eval.boards) and `per_query.csv` (every query's AP, so that
 two runs can be compared query by query: lib.eval.paired).
@@ -25,7 +26,7 @@ from lib.files import atomic_write_text, sha256_file
 from lib.model.encode import truncated_texts
 from lib.model.factory import model_from_config
 from lib.paths import resolve
-from lib.train.state import collect_result
+from lib.train.state import SOUP, collect_result
 
 SCORES_FILE = "scores.json"
 SUBMISSION_FILE = "submission.json"
@@ -45,10 +46,14 @@ class Inference:
     truncated_queries: list[int]  # test queries longer than the text context: the tokenizer cut them
 
 
-def choose_checkpoint(run_dir: Path, checkpoint: str = "") -> str:
-    """An explicit checkpoint, else the run's best fine-tuned epoch, else "" (pretrained weights)."""
+def choose_checkpoint(run_dir: Path, checkpoint: str = "", soup: str = "none") -> str:
+    """An explicit checkpoint, else the run's soup (checkpoints/soup.pt, when `soup`, cfg.soup, is not
+    "none" and the file exists), else the run's best fine-tuned epoch, else "" (pretrained weights)."""
     if checkpoint:
         return checkpoint
+    soup_path = Path(run_dir) / "checkpoints" / SOUP
+    if soup != "none" and soup_path.is_file():
+        return str(soup_path)
     best = collect_result(run_dir).best_checkpoint if (run_dir / "checkpoints").is_dir() else None
     return str(best) if best else ""
 
@@ -76,7 +81,7 @@ def test_relevance(cfg: Config, queries: list[str]) -> list[set[str]] | None:
 def infer(cfg: Config, run_dir: Path, checkpoint: str = "", prep: Prepared | None = None,
           progress: bool = True) -> Inference:
     prep = prep or load_prepared(run_dir)
-    chosen = choose_checkpoint(run_dir, checkpoint)
+    chosen = choose_checkpoint(run_dir, checkpoint, soup=cfg.soup)
     net, tokenizer, preprocess_cfg = model_from_config(cfg, chosen or None)
     net.eval()
     model_id = model_identity(cfg, chosen)

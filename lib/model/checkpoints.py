@@ -110,11 +110,15 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> str:
 
 
 def load_checkpoint(path: str | os.PathLike, expected_sha256: str = "",
-                    map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Verify (see `verify_file`) then load; a `.safetensors` file comes back as {"state_dict": ...}."""
+                    map_location: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """Verify (see `verify_file`) then load; a `.safetensors` file comes back as {"state_dict": ...}.
+
+    `mmap`: tensors are mapped from the file and read when used, so a 30 GB training checkpoint whose
+    weights alone are wanted never brings its optimizer state into memory (`.pt` files only).
+    """
     verify_file(path, expected_sha256)
     if str(path).endswith(".safetensors"):
         from safetensors.torch import load_file
 
         return {"state_dict": load_file(str(path), device=str(map_location))}
-    return torch.load(path, map_location=map_location, weights_only=True)
+    return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)

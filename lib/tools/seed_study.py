@@ -5,7 +5,8 @@ test mAP@10 over 0.04, as much as the gain fine-tuning was credited with. This r
 04_infer for each seed, and 04_infer once for the zero-shot foundation model. The data, the
 augmented captions and the foundation model stay those of `--run`, and so do its parameters (its
 params.yaml), but for the overrides under study. It tabulates val and test per seed, with mean and
-standard deviation, and the gain over zero-shot.
+standard deviation, and the gain over zero-shot. With `soup=greedy` (uniform, wise) each seed's
+soup is made after training and scored instead of its best epoch (lib.eval.soup).
 
     python -m lib.tools.seed_study --run runs/latest --seeds 0 1 2 [--label jitter] [key=value ...]
 
@@ -29,6 +30,7 @@ from lib.config import Config
 from lib.errors import KitError
 from lib.eval.infer import SCORES_FILE, infer
 from lib.eval.scoring import VAL_EVALUATOR
+from lib.eval.soup import make_soup
 from lib.train.launch import launch
 
 COLUMNS = {  # column -> (split, key in scores.json); choose on val and A, report B
@@ -90,6 +92,7 @@ def run_study(cfg: Config, base_run: Path, seeds: Sequence[int], label: str = "s
             log(f"[seed {seed}] fine-tuning -> {run_dir}")
             # resume="latest": an interrupted seed goes on where it stopped
             launch(seeded, run_dir, evaluator_factory=VAL_EVALUATOR, progress=progress, resume="latest")
+            make_soup(seeded, run_dir, progress=progress)  # soup=none (the default): nothing
             infer(seeded, run_dir, progress=progress)
         else:
             log(f"[seed {seed}] already scored: {run_dir / SCORES_FILE}")

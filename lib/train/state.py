@@ -23,6 +23,7 @@ from lib.runs import RunDirError
 from lib.train.log import read_metrics
 
 LATEST = "latest.pt"
+SOUP = "soup.pt"  # the run's epochs averaged (lib.eval.soup); never an epoch, never resumed from
 EPOCH_FILE = re.compile(r"epoch_(\d+)\.pt$")
 
 

@@ -103,3 +103,12 @@ def test_a_file_without_any_digest_is_refused_and_every_other_source_accepted(mi
     (blobs / digest).write_bytes(bare.read_bytes()[:-1] + b"x")
     with pytest.raises(ChecksumError, match="hub cache stored it"):
         verify_file(snapshot)
+
+
+def test_mmap_load_gives_the_same_weights_and_still_verifies(micro, tmp_path):
+    path = tmp_path / "epoch_1.pt"
+    save_checkpoint(path, {"epoch": 1, "state_dict": micro.state_dict()})
+    mapped = load_checkpoint(path, mmap=True)["state_dict"]
+    assert same_weights(mapped, weights(micro))
+    with pytest.raises(ChecksumError):
+        load_checkpoint(path, expected_sha256="0" * 64, mmap=True)

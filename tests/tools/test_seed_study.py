@@ -64,3 +64,24 @@ def test_the_study_starts_from_the_base_runs_parameters(tmp_path, monkeypatch):
     assert seed_study.main(["--run", str(base), "--seeds", "3", "--no-progress", "stop_epoch=2"]) == 0
     assert seen["cfg"] == runs.read_params(base).replace(stop_epoch=2) and seen["cfg"].lr == 2e-4
     assert seen["base"] == base.resolve() and seen["seeds"] == [3]
+
+
+def test_each_seed_makes_its_soup_between_training_and_scoring(tmp_path, monkeypatch):
+    """soup=greedy under study: the seed's soup is made after training, before 04_infer scores it."""
+    base = runs.create_run(config.load("smoke", runs_root=str(tmp_path), run_name="base"))
+    (base / "data" / "train.csv").write_text("filepath,title\n")
+    calls = []
+
+    def step(name):
+        def call(cfg, run_dir, **kwargs):
+            calls.append((name, run_dir.name, cfg.soup))
+            if name == "infer":
+                (run_dir / "scores.json").write_text(json.dumps({"checkpoint": "soup.pt"}))
+        return call
+
+    for name in ("launch", "make_soup", "infer"):
+        monkeypatch.setattr(seed_study, name, step(name))
+    cfg = runs.read_params(base).replace(soup="greedy")
+    seed_study.run_study(cfg, base, [0], label="s", progress=False, log=lambda *_: None)
+    assert calls == [("infer", "base-zero-shot", "greedy"), ("launch", "base-s-seed0", "greedy"),
+                     ("make_soup", "base-s-seed0", "greedy"), ("infer", "base-s-seed0", "greedy")]
