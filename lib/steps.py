@@ -22,7 +22,7 @@ OUTPUTS = {  # what each step writes into the run (globs, relative to it), besid
     "01_prepare": ("data/train.csv", "data/val.csv", "data/test_queries.csv", "data/test_gallery.csv",
                    "data/vocabulary.json", "data/val_gt.txt"),
     "02_augment": ("data/train_augmented.csv",),
-    "03_train": ("metrics.jsonl", "checkpoints/epoch_*.pt"),
+    "03_train": ("metrics.jsonl", "checkpoints/epoch_*.pt", "checkpoints/soup.pt", "soup.json"),
     "04_infer": ("submission.json", "scores.json", "per_query.csv"),
 }
 
