@@ -26,6 +26,7 @@ import pandas as pd
 
 from lib import config as config_mod
 from lib import runs
+from lib.augment.attribute_augmentation import augment_run
 from lib.config import Config
 from lib.errors import KitError
 from lib.eval.infer import SCORES_FILE, infer
@@ -61,6 +62,10 @@ def _prepared_copy(base_run: Path, run_dir: Path, cfg: Config) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     shutil.copytree(base_run / "data", run_dir / "data", dirs_exist_ok=True)
     runs.write_params(cfg, run_dir)
+    base = runs.read_params(base_run)
+    captions = (base.attribute_augmentation, base.attribute_fields)
+    if captions != (cfg.attribute_augmentation, cfg.attribute_fields):
+        augment_run(cfg, run_dir, progress=False)  # the captions this recipe trains on, not the base run's
 
 
 def _scores(run_dir: Path) -> dict | None:
