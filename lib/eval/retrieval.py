@@ -57,30 +57,31 @@ def sort_gallery(paths: Sequence[str | os.PathLike]) -> list[Path]:
 def encode_gallery(model: torch.nn.Module, paths: Sequence[str | os.PathLike], preprocess_cfg: Any, *,
                    model_id: str | None = None, cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR,
                    batch_size: int = 256, workers: int = 0, precision: str = "auto",
-                   progress: bool = True) -> tuple[list[str], torch.Tensor, bool]:
+                   progress: bool = True, flip: bool = False) -> tuple[list[str], torch.Tensor, bool]:
     """(names sorted, embeddings in that order, cache_hit). Encodes only on a cache miss.
 
     `model_id` identifies the weights and must change whenever they do: a checkpoint's sha256
     (lib.files.sha256_file or its `.sha256` sidecar); None: the state dict is hashed (embedding_cache).
     `cache_dir`: a folder, DEFAULT_CACHE_DIR (lib.eval.embedding_cache.resolve_dir), or None: encode
-    every time and write nothing.
+    every time and write nothing. `flip`: the mirrored gallery (A3R's flip test-time augmentation),
+    a cache entry of its own (`flip` is part of the preprocessing in the key).
     """
     paths = sort_gallery(paths)
     names = [p.name for p in paths]
     cache_dir = embedding_cache.resolve_dir(cache_dir)
     if cache_dir is None:
         return names, encode_images(model, paths, preprocess_cfg, batch_size=batch_size, workers=workers,
-                                    precision=precision, progress=progress), False
+                                    precision=precision, progress=progress, flip=flip), False
     pp = dataclasses.asdict(as_preprocess_cfg(preprocess_cfg))
     dtype = resolve_precision(precision, model_device(model))
     key, description = embedding_cache.cache_key(
-        model_id or embedding_cache.model_fingerprint(model), paths, {**pp, "pad": PAD_POLICY}, dtype,
-        code=preprocessing_fingerprint())
+        model_id or embedding_cache.model_fingerprint(model), paths,
+        {**pp, "pad": PAD_POLICY, "flip": bool(flip)}, dtype, code=preprocessing_fingerprint())
     cached = embedding_cache.load(cache_dir, key, names)
     if cached is not None:
         return names, torch.from_numpy(cached), True
     emb = encode_images(model, paths, preprocess_cfg, batch_size=batch_size, workers=workers,
-                        precision=precision, progress=progress)
+                        precision=precision, progress=progress, flip=flip)
     embedding_cache.save(cache_dir, key, emb.numpy(), description)
     return names, emb, False
 

@@ -25,6 +25,22 @@ def test_gallery_sorted_by_name_and_rows_match(clip, gallery):
     assert len(set(map(tuple, emb.numpy().round(4).tolist()))) == len(names)  # distinct images
 
 
+def test_mirrored_gallery_is_the_encoding_of_the_mirror_images(clip, gallery, tmp_path):
+    import cv2
+
+    model, _, pp = clip
+    mirrors = tmp_path / "mirrors"
+    mirrors.mkdir()
+    for path in gallery:  # PNG: lossless, so the files hold exactly the mirrored pixels
+        assert cv2.imwrite(str(mirrors / path.name), cv2.imread(str(path))[:, ::-1])
+    names, flipped, _ = retrieval.encode_gallery(model, gallery, pp, cache_dir=None, flip=True,
+                                                 progress=False)
+    _, of_mirrors, _ = retrieval.encode_gallery(model, [mirrors / n for n in names], pp, cache_dir=None,
+                                                progress=False)
+    _, plain, _ = retrieval.encode_gallery(model, gallery, pp, cache_dir=None, progress=False)
+    assert torch.allclose(flipped, of_mirrors, atol=1e-6) and not torch.allclose(flipped, plain, atol=1e-3)
+
+
 def test_options_from_config_are_retrieve_arguments():
     import inspect
 
