@@ -3,7 +3,9 @@
 Building blocks (`encode_gallery`, `classify_gallery`) and one call for notebooks, `retrieve`.
 Embeddings are L2-normalised float32 on the CPU, so scores are cosines and a cache hit ranks exactly
 as a miss (lib.eval.embedding_cache). Queries are rewritten by the run's query policy first
-(lib.eval.query_policy).
+(lib.eval.query_policy). With a re-ranker (`rerank`, lib.eval.rerank) the first stage keeps each
+query's N best and the re-ranker returns the k best of them, from the same cached embeddings (and
+the mirrored gallery's, cached too, when A3R flips).
 """
 from __future__ import annotations
 
@@ -21,6 +23,9 @@ from lib.data.transforms import as_preprocess_cfg
 from lib.eval import embedding_cache
 from lib.eval.embedding_cache import DEFAULT_CACHE_DIR
 from lib.eval.query_policy import KINDS, apply_policy
+from lib.eval.rerank import Rerank, RerankError
+from lib.eval.rerank import rerank as rerank_candidates
+from lib.eval.rerank import settings as rerank_settings
 from lib.eval.topk import topk
 from lib.model.device import resolve_precision
 from lib.model.encode import encode_images, encode_texts, model_device, preprocessing_fingerprint
@@ -33,7 +38,7 @@ class RetrievalResult:
     """What `retrieve` found; row q of every per-query field belongs to query q (input order)."""
 
     image_names: list[list[str]]  # the k best gallery names per query, best first
-    scores: np.ndarray  # (queries, k) float32 cosine similarities (-inf: masked by category)
+    scores: np.ndarray  # (queries, k) float32 cosines (-inf: masked by category), or the re-ranker's scores
     indices: np.ndarray  # (queries, k) int64 rows of gallery_names
     gallery_names: list[str]  # sorted by file name
     encoded_texts: list[str]  # the query texts after the policy, as the model saw them
@@ -42,6 +47,7 @@ class RetrievalResult:
     cache_hit: bool  # True when the gallery embeddings came from the cache
     gallery_kinds: list[str] | None = None  # category-aware only: 'car' | 'person' per gallery image
     gallery_margin: np.ndarray | None = None  # cos(car centroid) - cos(person centroid) per image
+    gallery_flip_emb: torch.Tensor | None = None  # A3R with flip only: the mirrored gallery, as gallery_emb
 
 
 def sort_gallery(paths: Sequence[str | os.PathLike]) -> list[Path]:
@@ -108,7 +114,8 @@ def classify_gallery(gallery_emb: torch.Tensor, query_emb: torch.Tensor,
 def options(cfg: Any) -> dict[str, Any]:
     """The `retrieve` keyword arguments a run's Config sets: `retrieve(..., **options(cfg))`."""
     return {"policy": cfg.query_policy, "k": cfg.topk, "batch_size": cfg.eval_batch_size,
-            "workers": cfg.workers, "precision": cfg.precision, "category_aware": cfg.category_aware}
+            "workers": cfg.workers, "precision": cfg.precision, "category_aware": cfg.category_aware,
+            "rerank": rerank_settings(cfg)}
 
 
 def retrieve(model: torch.nn.Module, tokenizer: Any, preprocess_cfg: Any, query_texts: Sequence[str],
@@ -116,11 +123,13 @@ def retrieve(model: torch.nn.Module, tokenizer: Any, preprocess_cfg: Any, query_
              policy: str = "none", k: int = 10, model_id: str | None = None,
              cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR, batch_size: int = 256,
              workers: int = 0, precision: str = "auto", category_aware: bool = False,
-             chunk: int = 1024, progress: bool = True) -> RetrievalResult:
+             rerank: Rerank | None = None, chunk: int = 1024, progress: bool = True) -> RetrievalResult:
     """The k best gallery images per query (queries in input order, gallery sorted by file name).
 
     `policy` rewrites car queries (lib.eval.query_policy); `category_aware`: car queries rank only images
-    classified as cars, person queries only persons (classify_gallery). The model stays on its device.
+    classified as cars, person queries only persons (classify_gallery); `rerank`: the re-ranking of
+    each query's first-stage top-N (lib.eval.rerank; None or method "none": the first stage's top-k).
+    The model stays on its device.
     """
     encoded = apply_policy(query_texts, query_kinds, policy)
     names, gallery_emb, hit = encode_gallery(model, gallery_paths, preprocess_cfg, model_id=model_id,
@@ -134,8 +143,23 @@ def retrieve(model: torch.nn.Module, tokenizer: Any, preprocess_cfg: Any, query_
         code = {kind: i for i, kind in enumerate(KINDS)}
         groups = {"query_groups": torch.tensor([code[q] for q in query_kinds]),
                   "gallery_groups": torch.tensor([code[g] for g in gallery_kinds])}
-    scores, idx = topk(query_emb, gallery_emb, k=k, chunk=chunk, **groups)
+    reranking = rerank is not None and rerank.active
+    depth = min(max(k, rerank.max_depth), len(names)) if reranking else k
+    scores, idx = topk(query_emb, gallery_emb, k=depth, chunk=chunk, **groups)
+    flip_emb = None
+    if reranking:
+        if torch.isinf(scores).any():
+            raise RerankError(f"re-ranking needs each query's first {depth} candidates, but category-aware "
+                              "retrieval left a query fewer images of its kind: lower rerank_depth_car / "
+                              "rerank_depth_person or turn category_aware off")
+        if rerank.needs_flip:
+            flip_emb = encode_gallery(model, gallery_paths, preprocess_cfg, model_id=model_id,
+                                      cache_dir=cache_dir, batch_size=batch_size, workers=workers,
+                                      precision=precision, progress=progress, flip=True)[1]
+        scores, idx = rerank_candidates(query_emb, gallery_emb, idx, rerank, kinds=query_kinds,
+                                        gallery_flip=flip_emb, k=k)
     return RetrievalResult(
         image_names=[[names[j] for j in row] for row in idx.tolist()], scores=scores.numpy(),
         indices=idx.numpy(), gallery_names=names, encoded_texts=encoded, gallery_emb=gallery_emb,
-        query_emb=query_emb, cache_hit=hit, gallery_kinds=gallery_kinds, gallery_margin=margin)
+        query_emb=query_emb, cache_hit=hit, gallery_kinds=gallery_kinds, gallery_margin=margin,
+        gallery_flip_emb=flip_emb)
