@@ -13,8 +13,9 @@ cached embeddings.
 """
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -154,38 +155,41 @@ def a3r(depth: int, reciprocal: str = "embedded", **changes: Any) -> Rerank:
 
 
 def bench_rerank(queries: int, gallery: int, dim: int, depth: int, repeats: int, full_size: int,
-                 full_dim: int, race) -> dict[str, Any]:
-    """The kit against the port on `queries` queries (ratio of their times), then the kit alone on
-    `full_size` queries x `full_size` images of `full_dim` (0: skipped): the real size's cost."""
+                 full_dim: int, race: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    """The kit against the port on `queries` queries at depth N (the reference's settings, embedded form;
+    `race` is lib.tools.bench.race), the rankings asserted equal (and for the quantified form on a
+    subset); then the kit alone on `full_size` queries x `full_size` images of `full_dim` (0: skipped)."""
     data = embeddings(queries, gallery, dim)
     kinds = ["person"] * queries
     _, cand = topk(data["query"], data["gallery"], k=depth)
-    results = {}
-    for form in ("embedded", "quantified"):
-        how = a3r(depth, form)
-        kit = rerank(data["query"], data["gallery"], cand, how, kinds=kinds, gallery_flip=data["mirror"])[1]
-        peer = reference_rerank(data["query"], data["gallery"], data["mirror"], cand, how, kinds)
-        same = (kit.numpy() == peer).all(axis=1)
+    how = a3r(depth)
+
+    def peer_run(n: int = queries, settings: Rerank = how) -> np.ndarray:
+        return reference_rerank(data["query"][:n], data["gallery"], data["mirror"], cand[:n], settings,
+                                kinds[:n])
+
+    def kit_run(n: int = queries, settings: Rerank = how) -> np.ndarray:
+        return rerank(data["query"][:n], data["gallery"], cand[:n], settings, kinds=kinds[:n],
+                      gallery_flip=data["mirror"])[1].numpy()
+
+    few = max(1, queries // 8)
+    raced = race(peer_run, kit_run, repeats, warmup=(lambda: peer_run(few), lambda: kit_run(few)))
+    checked = {"embedded": (raced["kit_result"], raced["peer_result"])}
+    subset = min(queries, 50)
+    quantified = a3r(depth, "quantified")
+    checked["quantified"] = (kit_run(subset, quantified), peer_run(subset, quantified))
+    identical = {}
+    for form, (kit, peer) in checked.items():
+        same = (kit == peer).all(axis=1)
         if not same.all():
             raise AssertionError(f"rerank ({form}): the kit and the port rank {int((~same).sum())} of "
-                                 f"{queries} queries differently")
-        results[form] = float(same.mean())
-    how = a3r(depth)
-    few = max(1, queries // 8)
-
-    def peer_run(n=queries):
-        return reference_rerank(data["query"][:n], data["gallery"], data["mirror"], cand[:n], how, kinds[:n])
-
-    def kit_run(n=queries):
-        return rerank(data["query"][:n], data["gallery"], cand[:n], how, kinds=kinds[:n],
-                      gallery_flip=data["mirror"])
-
-    raced = race(peer_run, kit_run, repeats, warmup=(lambda: peer_run(few), lambda: kit_run(few)))
+                                 f"{len(same)} queries differently")
+        identical[form] = {"queries": len(same), "identical_rows": float(same.mean())}
     sides = {side: {"best_s": min(raced[f"{side}_times"]),
                     "best_queries_per_s": queries / min(raced[f"{side}_times"]),
                     "times_s": [round(t, 4) for t in raced[f"{side}_times"]]} for side in ("kit", "peer")}
     report = {"queries": queries, "gallery": gallery, "dim": dim, "depth": depth, "m": how.m, "k": how.k,
-              "form": how.reciprocal, "identical_rows": results, **sides,
+              "form": how.reciprocal, "flip": how.flip, "checked": identical, **sides,
               "ratio": sides["peer"]["best_s"] / sides["kit"]["best_s"]}
     if full_size:
         report["full_size"] = full_size_run(full_size, full_dim, depth)
@@ -193,17 +197,18 @@ def bench_rerank(queries: int, gallery: int, dim: int, depth: int, repeats: int,
 
 
 def full_size_run(size: int, dim: int, depth: int) -> dict[str, Any]:
-    """The kit's A3R re-ranking of `size` queries over `size` images (the first stage untimed but
-    reported), every query at depth N."""
+    """The kit's A3R re-ranking of `size` queries over `size` images, every query at depth N, both forms
+    (the first stage untimed but reported), with the load average before each."""
     data = embeddings(size, size, dim, seed=1)
     t0 = time.perf_counter()
     _, cand = topk(data["query"], data["gallery"], k=depth)
     first = time.perf_counter() - t0
-    times = {}
+    times, loads = {}, {}
     for form in ("embedded", "quantified"):
+        loads[form] = round(os.getloadavg()[0], 2)
         t0 = time.perf_counter()
         rerank(data["query"], data["gallery"], cand, a3r(depth, form), kinds=["person"] * size,
                gallery_flip=data["mirror"])
         times[form] = round(time.perf_counter() - t0, 2)
     return {"queries": size, "gallery": size, "dim": dim, "depth": depth,
-            "first_stage_topk_s": round(first, 2), "rerank_s": times}
+            "first_stage_topk_s": round(first, 2), "rerank_s": times, "load_avg_1min_before": loads}
