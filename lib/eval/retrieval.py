@@ -137,29 +137,48 @@ def retrieve(model: torch.nn.Module, tokenizer: Any, preprocess_cfg: Any, query_
                                              precision=precision, progress=progress)
     query_emb = encode_texts(model, tokenizer, encoded, batch_size=batch_size, precision=precision,
                              progress=progress)
+    reranking = rerank is not None and rerank.active
+    depth = min(max(k, rerank.max_depth), len(names)) if reranking else k
+    scores, idx, gallery_kinds, margin = first_stage(query_emb, gallery_emb, query_kinds, depth,
+                                                     category_aware=category_aware, chunk=chunk)
+    flip_emb = None
+    if reranking:
+        if rerank.needs_flip:
+            flip_emb = encode_gallery(model, gallery_paths, preprocess_cfg, model_id=model_id,
+                                      cache_dir=cache_dir, batch_size=batch_size, workers=workers,
+                                      precision=precision, progress=progress, flip=True)[1]
+        scores, idx = second_stage(query_emb, gallery_emb, scores, idx, query_kinds, rerank, flip_emb, k)
+    return RetrievalResult(
+        image_names=[[names[j] for j in row] for row in idx.tolist()], scores=scores.numpy(),
+        indices=idx.numpy(), gallery_names=names, encoded_texts=encoded, gallery_emb=gallery_emb,
+        query_emb=query_emb, cache_hit=hit, gallery_kinds=gallery_kinds, gallery_margin=margin,
+        gallery_flip_emb=flip_emb)
+
+
+def first_stage(query_emb: torch.Tensor, gallery_emb: torch.Tensor, query_kinds: Sequence[str], depth: int, *,
+                category_aware: bool = False, chunk: int = 1024
+                ) -> tuple[torch.Tensor, torch.Tensor, list[str] | None, np.ndarray | None]:
+    """(scores, indices, gallery_kinds, margin): each query's `depth` best gallery rows by cosine,
+    category-aware when asked (then also the gallery's kinds and margins, else None)."""
     groups, gallery_kinds, margin = {}, None, None
     if category_aware:
         gallery_kinds, margin = classify_gallery(gallery_emb, query_emb, query_kinds)
         code = {kind: i for i, kind in enumerate(KINDS)}
         groups = {"query_groups": torch.tensor([code[q] for q in query_kinds]),
                   "gallery_groups": torch.tensor([code[g] for g in gallery_kinds])}
-    reranking = rerank is not None and rerank.active
-    depth = min(max(k, rerank.max_depth), len(names)) if reranking else k
     scores, idx = topk(query_emb, gallery_emb, k=depth, chunk=chunk, **groups)
-    flip_emb = None
-    if reranking:
-        if torch.isinf(scores).any():
-            raise RerankError(f"re-ranking needs each query's first {depth} candidates, but category-aware "
-                              "retrieval left a query fewer images of its kind: lower rerank_depth_car / "
-                              "rerank_depth_person or turn category_aware off")
-        if rerank.needs_flip:
-            flip_emb = encode_gallery(model, gallery_paths, preprocess_cfg, model_id=model_id,
-                                      cache_dir=cache_dir, batch_size=batch_size, workers=workers,
-                                      precision=precision, progress=progress, flip=True)[1]
-        scores, idx = rerank_candidates(query_emb, gallery_emb, idx, rerank, kinds=query_kinds,
-                                        gallery_flip=flip_emb, k=k)
-    return RetrievalResult(
-        image_names=[[names[j] for j in row] for row in idx.tolist()], scores=scores.numpy(),
-        indices=idx.numpy(), gallery_names=names, encoded_texts=encoded, gallery_emb=gallery_emb,
-        query_emb=query_emb, cache_hit=hit, gallery_kinds=gallery_kinds, gallery_margin=margin,
-        gallery_flip_emb=flip_emb)
+    return scores, idx, gallery_kinds, margin
+
+
+def second_stage(query_emb: torch.Tensor, gallery_emb: torch.Tensor, scores: torch.Tensor, idx: torch.Tensor,
+                 query_kinds: Sequence[str], rerank: Rerank, gallery_flip: torch.Tensor | None,
+                 k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The re-ranked k best of the first stage's candidates (scores, idx from `first_stage`)."""
+    depths = torch.tensor([rerank.depth(kind) for kind in query_kinds])
+    masked = torch.isinf(scores) & (torch.arange(scores.shape[1])[None, :] < depths[:, None])
+    if masked.any():
+        raise RerankError("re-ranking needs each query's first N candidates, but category-aware retrieval "
+                          "left a query fewer images of its kind: lower rerank_depth_car / "
+                          "rerank_depth_person or turn category_aware off")
+    return rerank_candidates(query_emb, gallery_emb, idx, rerank, kinds=query_kinds,
+                             gallery_flip=gallery_flip, k=k)
