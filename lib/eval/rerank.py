@@ -122,25 +122,31 @@ def rerank(query_emb: torch.Tensor, gallery_emb: torch.Tensor, candidates: torch
                           f"{int(depths.max())}")
     gallery_emb = gallery_emb.to(dtype)  # once: gathering rows of the wanted type is the cheapest copy
     gallery_flip = gallery_flip.to(dtype) if how.needs_flip else None
+    # the gathered candidates go into buffers made once: a fresh (chunk, N, d) tensor a chunk would
+    # cost more in page faults than the gather itself
+    size = chunk * (int(depths.max()) if n_queries else 0)
+    buffers = [torch.empty(size, gallery_emb.shape[1], dtype=dtype) for _ in range(1 + how.needs_flip)]
     for depth in depths.unique().tolist():
         rows = (depths == depth).nonzero()[:, 0]
         for start in range(0, len(rows), chunk):
             sel = rows[start:start + chunk]
             scores, idx = _rerank_rows(query_emb[sel], gallery_emb, gallery_flip, candidates[sel, :depth],
-                                       how, k, dtype)
+                                       how, k, dtype, buffers)
             out_scores[sel], out_idx[sel] = scores.float(), idx
     return out_scores, out_idx
 
 
 def _rerank_rows(query: torch.Tensor, gallery: torch.Tensor, gallery_flip: torch.Tensor | None,
-                 cand: torch.Tensor, how: Rerank, k: int,
-                 dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+                 cand: torch.Tensor, how: Rerank, k: int, dtype: torch.dtype,
+                 buffers: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """One chunk of queries with the same N. The candidates are put in gallery order first, so that
     every stable sort below breaks ties by gallery index; `rank` keeps their first-stage order."""
     cand, rank = cand.sort(dim=1, stable=True)
     q = query.to(dtype)
-    g = gallery[cand]  # (B, N, d)
-    g_flip = gallery_flip[cand] if gallery_flip is not None else None
+    flat, shape = cand.reshape(-1), (*cand.shape, gallery.shape[1])
+    g = torch.index_select(gallery, 0, flat, out=buffers[0][:len(flat)]).view(shape)  # (B, N, d)
+    g_flip = (torch.index_select(gallery_flip, 0, flat, out=buffers[1][:len(flat)]).view(shape)
+              if gallery_flip is not None else None)
     top = rank.argsort(dim=1)  # top[:, r] = the position of the first-stage rank r
     if how.method == "a3r":
         scores = a3r_scores(q, g, g_flip, top, how)
@@ -191,22 +197,23 @@ def knn_mask(sims: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def reciprocal_counts(s_q: torch.Tensor, s_img: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
-    """The k-reciprocal relations of A3R among a query and its N candidates, (B, N) each:
-    common = |kNN(q) ∩ kNN(i)|, via_images = #{p in kNN(i) reciprocal with q},
+    """The k-reciprocal relations of A3R among a query and its N candidates, (B, N) each, as counts
+    in s_q's dtype: common = |kNN(q) ∩ kNN(i)|, via_images = #{p in kNN(i) reciprocal with q},
     via_query = #{p in kNN(q) reciprocal with i}, with_query = [i reciprocal with q]; and the image
-    neighbourhoods `knn` (B, N, N)."""
-    knn_q = knn_mask(s_q, k)
-    knn = knn_mask(s_img, k)
-    mutual = knn & knn.transpose(1, 2)
+    neighbourhoods `knn` (B, N, N) as 0/1."""
+    knn_q = knn_mask(s_q, k).to(s_q.dtype)
+    knn = knn_mask(s_img, k).to(s_q.dtype)
     query_in = (s_img > s_q[..., None]).sum(-1) < k  # the query ranks before ties: it is not a candidate
-    with_query = knn_q & query_in
-    return {"common": (knn & knn_q[:, None, :]).sum(-1), "via_images": (knn & with_query[:, None, :]).sum(-1),
-            "via_query": (mutual & knn_q[:, None, :]).sum(-1), "with_query": with_query.long(), "knn": knn}
+    with_query = knn_q * query_in
+    counts = knn @ torch.stack([knn_q, with_query], dim=2)  # sums over each image's neighbours
+    via_query = ((knn * knn.transpose(1, 2)) @ knn_q[..., None])[..., 0]  # mutual neighbours in kNN(q)
+    return {"common": counts[..., 0], "via_images": counts[..., 1], "via_query": via_query,
+            "with_query": with_query, "knn": knn}
 
 
 def jaccard_weight(count: torch.Tensor, k: int) -> torch.Tensor:
     """count / (2k - count), the count capped at 2k - 1 (see the module docstring)."""
-    count = count.clamp(max=2 * k - 1).double()
+    count = count.clamp(max=2 * k - 1)
     return count / (2 * k - count)
 
 
@@ -236,7 +243,7 @@ def embedded_cosine(counts: dict[str, torch.Tensor], s_q: torch.Tensor, s_plain:
     reciprocal relation), from the Gram matrix g g^T and g . query instead of building the (B, N, d)
     features: f_i . query = w_i . s_plain and |f_i|^2 = w_i^T gram w_i, up to the 1 / sum."""
     reciprocal = counts["via_images"] + counts["via_query"] + counts["with_query"]
-    weights = counts["knn"].to(s_q.dtype) * s_q[:, None, :]
+    weights = counts["knn"] * s_q[:, None, :]
     total = weights.sum(-1)
     dot = (weights @ s_plain[..., None])[..., 0]
     norm = ((weights @ gram) * weights).sum(-1).clamp_min(0).sqrt() * query.norm(dim=-1, keepdim=True)

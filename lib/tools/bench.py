@@ -287,7 +287,8 @@ def table(results: dict[str, Any], info: dict[str, Any]) -> str:
             loads = ", ".join(map(str, full["load_avg_1min_before"].values()))
             rows.append(f"  kit at {full['queries']:,} x {full['gallery']:,}, d {full['dim']}, "
                         f"N {full['depth']}: "
-                        + ", ".join(f"{form} {t:.1f} s" for form, t in full["rerank_s"].items())
+                        + ", ".join(f"{form} {t:.1f} s (CPU {full['rerank_cpu_s'][form]:.1f} s)"
+                                    for form, t in full["rerank_s"].items())
                         + f" (load average before: {loads}; the first stage's top-{full['depth']}: "
                         f"{full['first_stage_topk_s']:.1f} s)")
     return "\n".join(rows)

@@ -95,11 +95,11 @@ def test_adapted_query_by_hand():
 
 def test_jaccard_weight_caps_counts_at_2k_minus_1():
     k = 4
-    counts = torch.arange(0, 2 * k + 3)
+    counts = torch.arange(0, 2 * k + 3, dtype=torch.float64)
     weights = rr.jaccard_weight(counts, k)
     assert torch.isfinite(weights).all() and (weights >= 0).all() and (weights.diff() >= 0).all()
     below = counts < 2 * k - 1
-    assert torch.allclose(weights[below], counts[below].double() / (2 * k - counts[below]))
+    assert torch.equal(weights[below], counts[below] / (2 * k - counts[below]))
     assert (weights[~below] == 2 * k - 1).all()  # r = 2k and above: the largest finite weight
 
 
