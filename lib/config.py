@@ -119,6 +119,20 @@ class Config:
     query_policy: str = knob("strip_prefix", choices=("none", "strip_prefix", "surveillance"))
     category_aware: bool = False
     topk: int = knob(10, ge=1)
+    # --- re-ranking of each query's first-stage top-N (lib.eval.rerank; README: re-ranking) ----
+    # none is the reference's submission path; a3r: adaption re-ranking as the A3R paper describes
+    # it (the reference's reranking.ipynb, three slips corrected); aqe, kreciprocal: baselines
+    rerank: str = knob("none", choices=("none", "a3r", "aqe", "kreciprocal"))
+    rerank_depth_car: int = knob(25, ge=1)  # N: the reference re-ranks the top 25 of a car query
+    rerank_depth_person: int = knob(50, ge=1)  # and the top 50 of a person query
+    rerank_m: int = knob(10, ge=1)  # top images that build the adapted (A3R) or expanded (aQE) query
+    rerank_k: int = knob(10, ge=1)  # neighbourhood size of the k-reciprocal tests (A3R, Zhong)
+    a3r_flip: bool = True  # similarities: max over the image and its mirror (the mirror is cached)
+    a3r_adapted_query: bool = True  # false: the text query itself (the notebook's "no adaption")
+    a3r_reciprocal: str = knob("embedded", choices=("embedded", "quantified", "none"))  # embedded: submitted
+    aqe_alpha: float = knob(3.0, ge=0)  # aQE: weight of a top image = similarity^alpha
+    kreciprocal_lambda: float = knob(0.3, ge=0, le=1)  # Zhong: weight of the original (text) distance
+    kreciprocal_k2: int = knob(6, ge=1)  # Zhong: local query expansion over the k2 nearest
     eval_batch_size: int = knob(256, ge=1)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
 
@@ -272,6 +286,14 @@ def _validate(cfg: Config) -> None:
                           "each >= 0 and hue <= 0.5 (torchvision's ColorJitter)")
     if not cfg.wise_alphas:
         raise ConfigError("wise_alphas=[] must hold at least one alpha (one value fixes WiSE-FT's alpha)")
+    depth = min(cfg.rerank_depth_car, cfg.rerank_depth_person)
+    used = {"topk": cfg.topk, "rerank_m": cfg.rerank_m if cfg.rerank in ("a3r", "aqe") else 0,
+            "rerank_k": cfg.rerank_k if cfg.rerank in ("a3r", "kreciprocal") else 0,
+            "kreciprocal_k2": cfg.kreciprocal_k2 if cfg.rerank == "kreciprocal" else 0}
+    over = [f"{key}={value}" for key, value in used.items() if value > depth]
+    if cfg.rerank != "none" and over:
+        raise ConfigError(f"rerank={cfg.rerank} re-ranks the first {depth} candidates (rerank_depth_car, "
+                          f"rerank_depth_person): {', '.join(over)} must be <= {depth}")
     if not DEVICE.fullmatch(cfg.device):
         raise ConfigError(f"device={cfg.device!r} must be auto, cpu, cuda or cuda:N")
     if cfg.run_name and (cfg.run_name in (".", "..") or "/" in cfg.run_name or "\\" in cfg.run_name

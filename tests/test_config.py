@@ -68,7 +68,8 @@ def test_int_is_accepted_where_a_float_is_declared():
 
 
 @pytest.mark.parametrize("key, value", [("precision", "fp8"), ("query_policy", "shout"),
-                                        ("attribute_fields", ["colour", "wheels"])])
+                                        ("attribute_fields", ["colour", "wheels"]), ("rerank", "shuffle"),
+                                        ("a3r_reciprocal", "both")])
 def test_choices_are_checked(key, value):
     with pytest.raises(ConfigError, match=key):
         config.load("demo", **{key: value})
@@ -141,3 +142,25 @@ def test_replace_validates():
         cfg.replace(lr="x")
     with pytest.raises(ConfigError, match="valid keys"):
         cfg.replace(nope=1)
+
+
+def test_reranking_is_off_in_the_reference_recipe_and_its_knobs_are_checked():
+    cfg = config.load("competition")
+    assert cfg.rerank == "none" and config.load("demo").rerank == "none"
+    assert (cfg.rerank_depth_car, cfg.rerank_depth_person, cfg.rerank_m, cfg.rerank_k) == (25, 50, 10, 10)
+    assert (cfg.a3r_flip, cfg.a3r_adapted_query, cfg.a3r_reciprocal) == (True, True, "embedded")
+    for key, bad in (("rerank_depth_car", 0), ("rerank_m", 0), ("rerank_k", 0), ("aqe_alpha", -1.0),
+                     ("kreciprocal_lambda", 1.5), ("kreciprocal_lambda", -0.1), ("kreciprocal_k2", 0)):
+        with pytest.raises(ConfigError, match=key):
+            config.load("demo", **{key: bad})
+    assert config.load("demo", rerank="kreciprocal", kreciprocal_lambda=1).kreciprocal_lambda == 1.0
+
+
+def test_reranking_keeps_its_k_and_m_within_the_depth():
+    assert config.load("demo", topk=30).topk == 30  # no re-ranking: the depths do not matter
+    for method, key, value in (("a3r", "topk", 30), ("a3r", "rerank_m", 26), ("a3r", "rerank_k", 40),
+                               ("kreciprocal", "kreciprocal_k2", 26), ("aqe", "rerank_m", 26)):
+        with pytest.raises(ConfigError, match=f"re-ranks the first 25 candidates.*{key}={value}"):
+            config.load("demo", rerank=method, **{key: value})
+    assert config.load("demo", rerank="a3r", topk=30, rerank_depth_car=30).topk == 30
+    assert config.load("demo", rerank="aqe", rerank_k=40).rerank_k == 40  # a knob aQE does not use

@@ -95,9 +95,10 @@ def train_transform(preprocess_cfg: Any, scale: tuple[float, float] = (0.9, 1.0)
 
 class TwoStageTransform:
     """A PadThen transform cut in two at ToTensor: `to_uint8` per image (in a DataLoader worker),
-    `normalise` per batch (see the module docstring)."""
+    `normalise` per batch (see the module docstring). `flip`: mirror each image left-right before
+    padding (the mirrored gallery of A3R's flip test-time augmentation, lib.eval.rerank)."""
 
-    def __init__(self, padded: PadThen):
+    def __init__(self, padded: PadThen, flip: bool = False):
         from open_clip.transform import MaybeToTensor
         from torchvision.transforms import Normalize
 
@@ -105,12 +106,14 @@ class TwoStageTransform:
         cut = next((i for i, t in enumerate(steps) if isinstance(t, MaybeToTensor)), None)
         if cut is None or cut != len(steps) - 2 or not isinstance(steps[-1], Normalize):
             raise ValueError(f"unexpected open_clip transform, cannot cut it at ToTensor: {padded.inner!r}")
-        self.fill, self.to_size = padded.fill, steps[:cut]
+        self.fill, self.to_size, self.flip = padded.fill, steps[:cut], bool(flip)
         self.mean = torch.tensor(steps[-1].mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(steps[-1].std, dtype=torch.float32).view(1, -1, 1, 1)
 
     def to_uint8(self, img: np.ndarray) -> torch.Tensor:
-        """RGB uint8 H×W×3 → padded, resized (cropped) uint8 C×H×W: what a worker sends."""
+        """RGB uint8 H×W×3 → (mirrored,) padded, resized (cropped) uint8 C×H×W: what a worker sends."""
+        if self.flip:
+            img = np.ascontiguousarray(img[:, ::-1])
         pil = Image.fromarray(pad_to_square(img, self.fill))
         for step in self.to_size:
             pil = step(pil)
@@ -122,9 +125,9 @@ class TwoStageTransform:
         return batch.to(torch.float32).div(255).sub_(mean).div_(std)
 
 
-def eval_two_stage(preprocess_cfg: Any) -> TwoStageTransform:
-    """eval_transform, cut at ToTensor."""
-    return TwoStageTransform(eval_transform(preprocess_cfg))
+def eval_two_stage(preprocess_cfg: Any, flip: bool = False) -> TwoStageTransform:
+    """eval_transform, cut at ToTensor; `flip`: of the mirrored image."""
+    return TwoStageTransform(eval_transform(preprocess_cfg), flip=flip)
 
 
 def train_two_stage(preprocess_cfg: Any, scale: tuple[float, float] = (0.9, 1.0),

@@ -100,7 +100,8 @@ def infer(cfg: Config, run_dir: Path, checkpoint: str = "", prep: Prepared | Non
     relevant = test_relevance(cfg, list(queries["text"]))
     kinds = list(queries["kind"])
     test_scores, board_scores = None, {}
-    per_query = [_per_query("val", val_result.image_names, relevance_sets(prep.val), list(prep.val["kind"]))]
+    per_query = [per_query_table("val", val_result.image_names, relevance_sets(prep.val),
+                                 list(prep.val["kind"]))]
     if relevant is not None:
         test_scores = scoring.score_table(test_result.image_names, relevant, kinds)
         boards = split_boards(kinds)
@@ -108,7 +109,7 @@ def infer(cfg: Config, run_dir: Path, checkpoint: str = "", prep: Prepared | Non
             pick = [i for i, b in enumerate(boards) if b == board]
             board_scores[board] = scoring.score_table([test_result.image_names[i] for i in pick],
                                                       [relevant[i] for i in pick], [kinds[i] for i in pick])
-        per_query.append(_per_query("test", test_result.image_names, relevant, kinds, boards))
+        per_query.append(per_query_table("test", test_result.image_names, relevant, kinds, boards))
     truncated = truncated_texts(tokenizer, test_result.encoded_texts)
     result = Inference(chosen, val_scores, val_result, test_result, path, test_scores, board_scores,
                        pd.concat(per_query, ignore_index=True), truncated)
@@ -125,8 +126,9 @@ def summary_table(result: Inference) -> pd.DataFrame:
     return pd.concat(tables, names=["split", "kind"])
 
 
-def _per_query(split: str, ranked: list[list[str]], relevant: list[set[str]], kinds: list[str],
-               boards=None) -> pd.DataFrame:
+def per_query_table(split: str, ranked: list[list[str]], relevant: list[set[str]], kinds: list[str],
+                    boards=None) -> pd.DataFrame:
+    """One row per query: split, query, kind, board ("" outside the demo's test), ap_official, ap_standard."""
     per = metrics.per_query(ranked, relevant)
     return pd.DataFrame({"split": split, "query": range(len(ranked)), "kind": kinds,
                          "board": list(boards) if boards is not None else "",

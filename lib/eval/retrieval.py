@@ -3,7 +3,9 @@
 Building blocks (`encode_gallery`, `classify_gallery`) and one call for notebooks, `retrieve`.
 Embeddings are L2-normalised float32 on the CPU, so scores are cosines and a cache hit ranks exactly
 as a miss (lib.eval.embedding_cache). Queries are rewritten by the run's query policy first
-(lib.eval.query_policy).
+(lib.eval.query_policy). With a re-ranker (`rerank`, lib.eval.rerank) the first stage keeps each
+query's N best and the re-ranker returns the k best of them, from the same cached embeddings (and
+the mirrored gallery's, cached too, when A3R flips).
 """
 from __future__ import annotations
 
@@ -21,6 +23,9 @@ from lib.data.transforms import as_preprocess_cfg
 from lib.eval import embedding_cache
 from lib.eval.embedding_cache import DEFAULT_CACHE_DIR
 from lib.eval.query_policy import KINDS, apply_policy
+from lib.eval.rerank import Rerank, RerankError
+from lib.eval.rerank import rerank as rerank_candidates
+from lib.eval.rerank import settings as rerank_settings
 from lib.eval.topk import topk
 from lib.model.device import resolve_precision
 from lib.model.encode import encode_images, encode_texts, model_device, preprocessing_fingerprint
@@ -33,7 +38,7 @@ class RetrievalResult:
     """What `retrieve` found; row q of every per-query field belongs to query q (input order)."""
 
     image_names: list[list[str]]  # the k best gallery names per query, best first
-    scores: np.ndarray  # (queries, k) float32 cosine similarities (-inf: masked by category)
+    scores: np.ndarray  # (queries, k) float32 cosines (-inf: masked by category), or the re-ranker's scores
     indices: np.ndarray  # (queries, k) int64 rows of gallery_names
     gallery_names: list[str]  # sorted by file name
     encoded_texts: list[str]  # the query texts after the policy, as the model saw them
@@ -42,6 +47,7 @@ class RetrievalResult:
     cache_hit: bool  # True when the gallery embeddings came from the cache
     gallery_kinds: list[str] | None = None  # category-aware only: 'car' | 'person' per gallery image
     gallery_margin: np.ndarray | None = None  # cos(car centroid) - cos(person centroid) per image
+    gallery_flip_emb: torch.Tensor | None = None  # A3R with flip only: the mirrored gallery, as gallery_emb
 
 
 def sort_gallery(paths: Sequence[str | os.PathLike]) -> list[Path]:
@@ -57,30 +63,31 @@ def sort_gallery(paths: Sequence[str | os.PathLike]) -> list[Path]:
 def encode_gallery(model: torch.nn.Module, paths: Sequence[str | os.PathLike], preprocess_cfg: Any, *,
                    model_id: str | None = None, cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR,
                    batch_size: int = 256, workers: int = 0, precision: str = "auto",
-                   progress: bool = True) -> tuple[list[str], torch.Tensor, bool]:
+                   progress: bool = True, flip: bool = False) -> tuple[list[str], torch.Tensor, bool]:
     """(names sorted, embeddings in that order, cache_hit). Encodes only on a cache miss.
 
     `model_id` identifies the weights and must change whenever they do: a checkpoint's sha256
     (lib.files.sha256_file or its `.sha256` sidecar); None: the state dict is hashed (embedding_cache).
     `cache_dir`: a folder, DEFAULT_CACHE_DIR (lib.eval.embedding_cache.resolve_dir), or None: encode
-    every time and write nothing.
+    every time and write nothing. `flip`: the mirrored gallery (A3R's flip test-time augmentation),
+    a cache entry of its own (`flip` is part of the preprocessing in the key).
     """
     paths = sort_gallery(paths)
     names = [p.name for p in paths]
     cache_dir = embedding_cache.resolve_dir(cache_dir)
     if cache_dir is None:
         return names, encode_images(model, paths, preprocess_cfg, batch_size=batch_size, workers=workers,
-                                    precision=precision, progress=progress), False
+                                    precision=precision, progress=progress, flip=flip), False
     pp = dataclasses.asdict(as_preprocess_cfg(preprocess_cfg))
     dtype = resolve_precision(precision, model_device(model))
     key, description = embedding_cache.cache_key(
-        model_id or embedding_cache.model_fingerprint(model), paths, {**pp, "pad": PAD_POLICY}, dtype,
-        code=preprocessing_fingerprint())
+        model_id or embedding_cache.model_fingerprint(model), paths,
+        {**pp, "pad": PAD_POLICY, "flip": bool(flip)}, dtype, code=preprocessing_fingerprint())
     cached = embedding_cache.load(cache_dir, key, names)
     if cached is not None:
         return names, torch.from_numpy(cached), True
     emb = encode_images(model, paths, preprocess_cfg, batch_size=batch_size, workers=workers,
-                        precision=precision, progress=progress)
+                        precision=precision, progress=progress, flip=flip)
     embedding_cache.save(cache_dir, key, emb.numpy(), description)
     return names, emb, False
 
@@ -107,7 +114,8 @@ def classify_gallery(gallery_emb: torch.Tensor, query_emb: torch.Tensor,
 def options(cfg: Any) -> dict[str, Any]:
     """The `retrieve` keyword arguments a run's Config sets: `retrieve(..., **options(cfg))`."""
     return {"policy": cfg.query_policy, "k": cfg.topk, "batch_size": cfg.eval_batch_size,
-            "workers": cfg.workers, "precision": cfg.precision, "category_aware": cfg.category_aware}
+            "workers": cfg.workers, "precision": cfg.precision, "category_aware": cfg.category_aware,
+            "rerank": rerank_settings(cfg)}
 
 
 def retrieve(model: torch.nn.Module, tokenizer: Any, preprocess_cfg: Any, query_texts: Sequence[str],
@@ -115,11 +123,13 @@ def retrieve(model: torch.nn.Module, tokenizer: Any, preprocess_cfg: Any, query_
              policy: str = "none", k: int = 10, model_id: str | None = None,
              cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR, batch_size: int = 256,
              workers: int = 0, precision: str = "auto", category_aware: bool = False,
-             chunk: int = 1024, progress: bool = True) -> RetrievalResult:
+             rerank: Rerank | None = None, chunk: int = 1024, progress: bool = True) -> RetrievalResult:
     """The k best gallery images per query (queries in input order, gallery sorted by file name).
 
     `policy` rewrites car queries (lib.eval.query_policy); `category_aware`: car queries rank only images
-    classified as cars, person queries only persons (classify_gallery). The model stays on its device.
+    classified as cars, person queries only persons (classify_gallery); `rerank`: the re-ranking of
+    each query's first-stage top-N (lib.eval.rerank; None or method "none": the first stage's top-k).
+    The model stays on its device.
     """
     encoded = apply_policy(query_texts, query_kinds, policy)
     names, gallery_emb, hit = encode_gallery(model, gallery_paths, preprocess_cfg, model_id=model_id,
@@ -127,14 +137,48 @@ def retrieve(model: torch.nn.Module, tokenizer: Any, preprocess_cfg: Any, query_
                                              precision=precision, progress=progress)
     query_emb = encode_texts(model, tokenizer, encoded, batch_size=batch_size, precision=precision,
                              progress=progress)
+    reranking = rerank is not None and rerank.active
+    depth = min(max(k, rerank.max_depth), len(names)) if reranking else k
+    scores, idx, gallery_kinds, margin = first_stage(query_emb, gallery_emb, query_kinds, depth,
+                                                     category_aware=category_aware, chunk=chunk)
+    flip_emb = None
+    if reranking:
+        if rerank.needs_flip:
+            flip_emb = encode_gallery(model, gallery_paths, preprocess_cfg, model_id=model_id,
+                                      cache_dir=cache_dir, batch_size=batch_size, workers=workers,
+                                      precision=precision, progress=progress, flip=True)[1]
+        scores, idx = second_stage(query_emb, gallery_emb, scores, idx, query_kinds, rerank, flip_emb, k)
+    return RetrievalResult(
+        image_names=[[names[j] for j in row] for row in idx.tolist()], scores=scores.numpy(),
+        indices=idx.numpy(), gallery_names=names, encoded_texts=encoded, gallery_emb=gallery_emb,
+        query_emb=query_emb, cache_hit=hit, gallery_kinds=gallery_kinds, gallery_margin=margin,
+        gallery_flip_emb=flip_emb)
+
+
+def first_stage(query_emb: torch.Tensor, gallery_emb: torch.Tensor, query_kinds: Sequence[str], depth: int, *,
+                category_aware: bool = False, chunk: int = 1024
+                ) -> tuple[torch.Tensor, torch.Tensor, list[str] | None, np.ndarray | None]:
+    """(scores, indices, gallery_kinds, margin): each query's `depth` best gallery rows by cosine,
+    category-aware when asked (then also the gallery's kinds and margins, else None)."""
     groups, gallery_kinds, margin = {}, None, None
     if category_aware:
         gallery_kinds, margin = classify_gallery(gallery_emb, query_emb, query_kinds)
         code = {kind: i for i, kind in enumerate(KINDS)}
         groups = {"query_groups": torch.tensor([code[q] for q in query_kinds]),
                   "gallery_groups": torch.tensor([code[g] for g in gallery_kinds])}
-    scores, idx = topk(query_emb, gallery_emb, k=k, chunk=chunk, **groups)
-    return RetrievalResult(
-        image_names=[[names[j] for j in row] for row in idx.tolist()], scores=scores.numpy(),
-        indices=idx.numpy(), gallery_names=names, encoded_texts=encoded, gallery_emb=gallery_emb,
-        query_emb=query_emb, cache_hit=hit, gallery_kinds=gallery_kinds, gallery_margin=margin)
+    scores, idx = topk(query_emb, gallery_emb, k=depth, chunk=chunk, **groups)
+    return scores, idx, gallery_kinds, margin
+
+
+def second_stage(query_emb: torch.Tensor, gallery_emb: torch.Tensor, scores: torch.Tensor, idx: torch.Tensor,
+                 query_kinds: Sequence[str], rerank: Rerank, gallery_flip: torch.Tensor | None,
+                 k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The re-ranked k best of the first stage's candidates (scores, idx from `first_stage`)."""
+    depths = torch.tensor([rerank.depth(kind) for kind in query_kinds])
+    masked = torch.isinf(scores) & (torch.arange(scores.shape[1])[None, :] < depths[:, None])
+    if masked.any():
+        raise RerankError("re-ranking needs each query's first N candidates, but category-aware retrieval "
+                          "left a query fewer images of its kind: lower rerank_depth_car / "
+                          "rerank_depth_person or turn category_aware off")
+    return rerank_candidates(query_emb, gallery_emb, idx, rerank, kinds=query_kinds,
+                             gallery_flip=gallery_flip, k=k)

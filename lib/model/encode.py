@@ -28,11 +28,12 @@ from lib.model.device import AUTOCAST_DTYPES, resolve_precision
 
 class GalleryDataset(Dataset):
     """Image paths -> padded, resized uint8 tensors (read_image + the eval transform up to ToTensor),
-    in the given order; `transform.normalise` finishes a batch. A bad image comes back as BadImage."""
+    in the given order; `transform.normalise` finishes a batch. A bad image comes back as BadImage.
+    `flip`: of each image's mirror (left-right)."""
 
-    def __init__(self, paths: Sequence[str | os.PathLike], preprocess_cfg: Any):
+    def __init__(self, paths: Sequence[str | os.PathLike], preprocess_cfg: Any, flip: bool = False):
         self.paths = [str(p) for p in paths]
-        self.transform = eval_two_stage(preprocess_cfg)
+        self.transform = eval_two_stage(preprocess_cfg, flip=flip)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -80,15 +81,17 @@ def loader_workers(requested: int, device: torch.device) -> int:
 
 def encode_images(model: torch.nn.Module, paths: Sequence[str | os.PathLike], preprocess_cfg: Any, *,
                   batch_size: int = 256, workers: int = 0, precision: str = "auto",
-                  progress: bool = True) -> torch.Tensor:
-    """(len(paths), d) float32 CPU, L2-normalised, in the order of `paths`. A bad image raises ImageError."""
-    dataset = GalleryDataset(paths, preprocess_cfg)
+                  progress: bool = True, flip: bool = False) -> torch.Tensor:
+    """(len(paths), d) float32 CPU, L2-normalised, in the order of `paths`. A bad image raises ImageError.
+    `flip`: embeddings of the images mirrored left-right (before padding)."""
+    dataset = GalleryDataset(paths, preprocess_cfg, flip=flip)
     n_workers = loader_workers(workers, model_device(model))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=n_workers,
                         collate_fn=_collate, pin_memory=model_device(model).type == "cuda",
                         timeout=WORKER_TIMEOUT_S if n_workers else 0)
     out = []
-    with _inference(model, precision) as device, tqdm(total=len(paths), desc="encoding images",
+    desc = "encoding mirrored images" if flip else "encoding images"
+    with _inference(model, precision) as device, tqdm(total=len(paths), desc=desc,
                                                        unit="img", disable=not progress) as bar:
         for batch in loader:
             if isinstance(batch, list):

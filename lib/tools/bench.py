@@ -1,9 +1,9 @@
 """`make bench`: the kit's speed against a peer, both measured in this run on the same model and data.
 
     python -m lib.tools.bench [--quick] [--images N] [--topk-size N] [--train-steps N]
-                              [--only encode,topk,train]
+                              [--rerank-queries N] [--rerank-full-size N] [--only encode,topk,train,rerank]
 
-Three comparisons, each a ratio kit / peer (higher is better for the kit):
+Four comparisons, each a ratio kit / peer (higher is better for the kit):
 - encode_speedup_vs_naive: lib.model.encode.encode_images (the demo profile's workers and batch size)
   against the reference's plain loop: PIL open, pad to square with PIL, open_clip's val preprocess
   per image, stacked batches, no workers, torch.no_grad, fp32. The embeddings must agree.
@@ -12,6 +12,11 @@ Three comparisons, each a ratio kit / peer (higher is better for the kit):
   The top-10 must agree (index for index, or score for score where rounding reorders a near-tie).
 - train_speed_vs_open_clip_train: samples/s of lib.train against open_clip's own trainer
   (lib.tools.bench_train).
+- rerank_speedup_vs_reference: lib.eval.rerank's batched A3R re-ranking (N = 50, the reference's
+  m = k = 10, flip, embedded form) against a per-query port of the reference notebook's functions with
+  its loops fixed to the described method (lib.tools.bench_rerank), on the same random normalised
+  embeddings. The rankings must be identical. Then the kit alone at the real size (17,611 queries x
+  17,611 images, d = 1280, N = 50), both forms: the figure the "under a minute" budget is about.
 Timing: a warm-up run of each side, then `repeats` rounds that alternate the order of the sides;
 the figure is the BEST (shortest) time of each side, the least disturbed by other processes on a
 shared machine (medians are in the JSON too). Both sides run with torch.set_num_threads(cores).
@@ -46,12 +51,14 @@ from lib.eval.topk import topk
 from lib.model.encode import encode_images, encode_texts
 from lib.model.factory import create_model
 from lib.paths import REPO_ROOT
-from lib.tools import bench_train
+from lib.tools import bench_rerank, bench_train
 
 DEFAULT_OUT = REPO_ROOT / "runs" / "bench" / "bench.json"
 REAL_CAPTIONS = Path(__file__).parent / "assets" / "real_captions.txt"  # the texts of the real val labels
 GOALS = {"encode_speedup_vs_naive": 1.5, "topk_speedup_vs_broadcast": 5.0,
-         "train_speed_vs_open_clip_train": 1.0}
+         "train_speed_vs_open_clip_train": 1.0, "rerank_speedup_vs_reference": 20.0}
+RATIOS = (("encode_speedup_vs_naive", "encode"), ("topk_speedup_vs_broadcast", "topk"),
+          ("train_speed_vs_open_clip_train", "train"), ("rerank_speedup_vs_reference", "rerank"))
 EMBEDDING_TOLERANCE = 1e-3  # PIL and OpenCV may decode a JPEG pixel differently by one level
 SCORE_TOLERANCE = 1e-5  # float rounding of a dot product vs a cosine of normalised vectors
 BROADCAST_BYTES = 512 * 2 ** 20  # one (queries, batch, d) float32 tensor; cosine_similarity holds ~3
@@ -265,9 +272,8 @@ def table(results: dict[str, Any], info: dict[str, Any]) -> str:
                if info.get("busy") else ""),
             f"{'name':<32} {'kit':>16} {'peer':>16} {'ratio':>8} {'goal':>7}"]
     units = {"encode": ("images_per_s", "img/s"), "topk": ("queries_per_s", "q/s"),
-             "train": ("samples_per_s", "samples/s")}
-    for name, section in (("encode_speedup_vs_naive", "encode"), ("topk_speedup_vs_broadcast", "topk"),
-                          ("train_speed_vs_open_clip_train", "train")):
+             "train": ("samples_per_s", "samples/s"), "rerank": ("queries_per_s", "q/s")}
+    for name, section in RATIOS:
         raw, (key, unit) = results.get(section), units[section]
         ratio = results.get(name)
         if raw is None or ratio is None:
@@ -283,6 +289,15 @@ def table(results: dict[str, Any], info: dict[str, Any]) -> str:
             label = "  model alone (no image loading)"
             rows.append(f"{label:<32} {alone:>16} {'':>16} {raw['ceiling']:>7.2f}x"
                         "  (the most any encoder could gain over the peer here)")
+        if section == "rerank" and "full_size" in raw:
+            full = raw["full_size"]
+            loads = ", ".join(map(str, full["load_avg_1min_before"].values()))
+            rows.append(f"  kit at {full['queries']:,} x {full['gallery']:,}, d {full['dim']}, "
+                        f"N {full['depth']}: "
+                        + ", ".join(f"{form} {t:.1f} s (CPU {full['rerank_cpu_s'][form]:.1f} s)"
+                                    for form, t in full["rerank_s"].items())
+                        + f" (load average before: {loads}; the first stage's top-{full['depth']}: "
+                        f"{full['first_stage_topk_s']:.1f} s)")
     return "\n".join(rows)
 
 
@@ -294,7 +309,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--topk-size", type=int, help="queries = gallery images (default 4000; quick 256)")
     p.add_argument("--dim", type=int, default=128, help="embedding size for the top-k comparison")
     p.add_argument("--train-steps", type=int, help="measured training steps (default 30; quick 3)")
-    p.add_argument("--only", default="encode,topk,train", help="comma-separated sections to run")
+    p.add_argument("--rerank-queries", type=int,
+                   help="queries re-ranked by both sides (default 200; quick 8)")
+    p.add_argument("--rerank-full-size", type=int,
+                   help="queries = images for the kit's real-size run (default 17611; quick 0: skipped)")
+    p.add_argument("--only", default="encode,topk,train,rerank", help="comma-separated sections to run")
     p.add_argument("--repeats", type=int, help="timed runs of each side after the warm-up (default 3)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads, both sides")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the JSON is written")
@@ -303,6 +322,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.images = args.images or (32 if q else 1000)
     args.topk_size = args.topk_size or (256 if q else 4000)
     args.train_steps = args.train_steps or (3 if q else 30)
+    args.rerank_queries = args.rerank_queries or (8 if q else 200)
+    if args.rerank_full_size is None:
+        args.rerank_full_size = 0 if q else 17611
     args.repeats = args.repeats or (1 if q else 3)
     return args
 
@@ -334,6 +356,9 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
             "encode": lambda: bench_encode(cfg, paths, args.repeats),
             "topk": lambda: bench_topk(args.topk_size, args.dim, max(1, args.repeats - 1)),
             "train": lambda: _train(args, cfg, paths, Path(tmp) / "train"),
+            "rerank": lambda: bench_rerank.bench_rerank(
+                args.rerank_queries, gallery=400 if args.quick else 4000, dim=64 if args.quick else 1280,
+                depth=50, repeats=args.repeats, full_size=args.rerank_full_size, full_dim=1280, race=race),
         }
         for name, run in sections.items():
             if name not in args.only.split(","):
@@ -346,10 +371,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     info["load_avg_1min_end"] = round(os.getloadavg()[0], 2)
     # at the start the load is other processes' (at the end it is mostly the bench's own)
     info["busy"] = info["load_avg_1min"] >= (info["cores"] or 1) / 2
-    report = {"encode_speedup_vs_naive": results["encode"].get("ratio"),
-              "topk_speedup_vs_broadcast": results["topk"].get("ratio"),
-              "train_speed_vs_open_clip_train": results["train"].get("ratio"),
-              "goals": GOALS, "machine": info, "quick": args.quick,
+    report = {**{name: results[section].get("ratio") for name, section in RATIOS}, "goals": GOALS,
+              "machine": info, "quick": args.quick,
               "method": "best (shortest) of alternated runs after one warm-up run per side", **results}
     print(table(report, info))
     args.out.parent.mkdir(parents=True, exist_ok=True)

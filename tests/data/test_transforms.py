@@ -131,6 +131,16 @@ def test_photometric_jitter_is_open_clips_colour_jitter_and_only_when_asked():
         transforms.train_transform(cfg(size=32), photometric_jitter=(0.3, 0.4), photometric_jitter_prob=0.5)
 
 
+@pytest.mark.parametrize("shape", [(10, 30), (37, 11)])
+def test_flipped_two_stage_is_the_transform_of_the_mirror_image(shape):
+    """A3R's flip TTA: the mirror is taken of the image as read, then padded and resized as usual."""
+    img = noise(*shape)
+    flipped = transforms.eval_two_stage(cfg(size=32), flip=True).to_uint8(img)
+    of_mirror = transforms.eval_two_stage(cfg(size=32)).to_uint8(np.ascontiguousarray(img[:, ::-1]))
+    assert torch.equal(flipped, of_mirror)
+    assert not torch.equal(flipped, transforms.eval_two_stage(cfg(size=32)).to_uint8(img))
+
+
 def test_two_stage_refuses_a_transform_it_does_not_know():
     from torchvision.transforms import Compose, ToTensor
     with pytest.raises(ValueError, match="cannot cut"):

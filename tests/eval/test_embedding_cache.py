@@ -64,9 +64,11 @@ def test_cache_invalidated_by_model_preprocessing_precision_and_list(clip, galle
     assert not _encode(clip, gallery, cache, pp={**pp, "interpolation": "bilinear"})[2]
     assert not _encode(clip, gallery, cache, precision="bf16")[2]
     assert not _encode(clip, gallery[:5], cache)[2]
-    assert spy.calls == 6 and len(list(cache.glob("*.npy"))) == 6
+    assert not _encode(clip, gallery, cache, flip=True)[2]  # the mirrored gallery: an entry of its own
+    assert spy.calls == 7 and len(list(cache.glob("*.npy"))) == 7
     assert _encode(clip, gallery, cache, model_id="model-B")[2]  # each entry is reused afterwards
-    assert spy.calls == 6
+    assert _encode(clip, gallery, cache, flip=True)[2] and _encode(clip, gallery, cache)[2]
+    assert spy.calls == 7
 
 
 def test_model_fingerprint_follows_weights(clip):

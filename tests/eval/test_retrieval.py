@@ -25,6 +25,22 @@ def test_gallery_sorted_by_name_and_rows_match(clip, gallery):
     assert len(set(map(tuple, emb.numpy().round(4).tolist()))) == len(names)  # distinct images
 
 
+def test_mirrored_gallery_is_the_encoding_of_the_mirror_images(clip, gallery, tmp_path):
+    import cv2
+
+    model, _, pp = clip
+    mirrors = tmp_path / "mirrors"
+    mirrors.mkdir()
+    for path in gallery:  # PNG: lossless, so the files hold exactly the mirrored pixels
+        assert cv2.imwrite(str(mirrors / path.name), cv2.imread(str(path))[:, ::-1])
+    names, flipped, _ = retrieval.encode_gallery(model, gallery, pp, cache_dir=None, flip=True,
+                                                 progress=False)
+    _, of_mirrors, _ = retrieval.encode_gallery(model, [mirrors / n for n in names], pp, cache_dir=None,
+                                                progress=False)
+    _, plain, _ = retrieval.encode_gallery(model, gallery, pp, cache_dir=None, progress=False)
+    assert torch.allclose(flipped, of_mirrors, atol=1e-6) and not torch.allclose(flipped, plain, atol=1e-3)
+
+
 def test_options_from_config_are_retrieve_arguments():
     import inspect
 
@@ -33,6 +49,48 @@ def test_options_from_config_are_retrieve_arguments():
     opts = retrieval.options(config.load("demo"))
     assert set(opts) <= set(inspect.signature(retrieval.retrieve).parameters)
     assert opts["policy"] in POLICIES
+
+
+def test_retrieve_reranks_the_first_stage_from_cached_embeddings(clip, gallery, tmp_path, monkeypatch):
+    from lib import config
+    from lib.eval import rerank
+
+    model, tokenizer, pp = clip
+    texts = ["This is a white Audi.", "A man with a backpack.", "An orange Bus."]
+    kinds = ["car", "person", "car"]
+    cfg = config.Config(rerank="a3r", rerank_depth_car=4, rerank_depth_person=5, rerank_m=3, rerank_k=3,
+                        topk=3)
+    args = dict(model_id="m", cache_dir=tmp_path / "cache", progress=False, k=3, rerank=rerank.settings(cfg))
+    res = retrieval.retrieve(model, tokenizer, pp, texts, kinds, gallery, **args)
+    assert res.gallery_flip_emb is not None and len(list((tmp_path / "cache").glob("*.npy"))) == 2
+    _, first = retrieval.topk(res.query_emb, res.gallery_emb, k=5)
+    expected = rerank.rerank(res.query_emb, res.gallery_emb, first, rerank.settings(cfg), kinds=kinds,
+                             gallery_flip=res.gallery_flip_emb, k=3)
+    assert np.array_equal(res.indices, expected[1].numpy())
+    assert np.array_equal(res.scores, expected[0].numpy())
+    assert all(set(row) <= set(f[:4 if kind == "car" else 5].tolist())
+               for row, f, kind in zip(res.indices.tolist(), first, kinds))
+    calls = []
+    monkeypatch.setattr(retrieval, "encode_images", lambda *a, **kw: calls.append(kw) or None)
+    again = retrieval.retrieve(model, tokenizer, pp, texts, kinds, gallery, **args)
+    assert again.cache_hit and not calls and np.array_equal(again.indices, res.indices)  # both cached
+    plain = retrieval.retrieve(model, tokenizer, pp, texts, kinds, gallery,
+                               **(args | {"rerank": rerank.settings(cfg.replace(rerank="aqe"))}))
+    assert plain.gallery_flip_emb is None and not calls  # aQE needs no mirror
+
+
+def test_rerank_refuses_a_category_smaller_than_its_depth(clip, gallery, tmp_path, monkeypatch):
+    from lib import config
+    from lib.eval import rerank
+
+    model, tokenizer, pp = clip
+    three_each = ["car"] * 3 + ["person"] * 3
+    monkeypatch.setattr(retrieval, "classify_gallery", lambda g, q, k: (three_each, np.zeros(len(g))))
+    cfg = config.Config(rerank="aqe", rerank_depth_car=4, rerank_depth_person=4, rerank_m=2, topk=2)
+    with pytest.raises(rerank.RerankError, match="rerank_depth_car"):
+        retrieval.retrieve(model, tokenizer, pp, ["white Audi", "A man."], ["car", "person"], gallery, k=2,
+                           model_id="m", cache_dir=None, category_aware=True, rerank=rerank.settings(cfg),
+                           progress=False)
 
 
 def test_duplicate_names_refused(tmp_path):

@@ -5,7 +5,8 @@ import json
 
 from lib.tools import bench
 
-RATIOS = ("encode_speedup_vs_naive", "topk_speedup_vs_broadcast", "train_speed_vs_open_clip_train")
+RATIOS = ("encode_speedup_vs_naive", "topk_speedup_vs_broadcast", "train_speed_vs_open_clip_train",
+          "rerank_speedup_vs_reference")
 
 
 def test_quick_bench_ends_with_the_json_report(tmp_path, capsys):
@@ -13,9 +14,11 @@ def test_quick_bench_ends_with_the_json_report(tmp_path, capsys):
     bench.run(["--quick", "--only", "encode,topk", "--images", "6", "--topk-size", "48", "--out", str(out)])
     lines = capsys.readouterr().out.strip().splitlines()
     report = json.loads(lines[-1])
-    assert set(RATIOS) | {"machine", "encode", "topk", "train", "goals"} <= set(report)
+    assert set(RATIOS) | {"machine", "encode", "topk", "train", "rerank", "goals"} <= set(report)
+    assert set(report["goals"]) == set(RATIOS)
     assert report["encode_speedup_vs_naive"] > 0 and report["topk_speedup_vs_broadcast"] > 0
     assert report["train_speed_vs_open_clip_train"] is None and report["train"] == {"skipped": "--only"}
+    assert report["rerank_speedup_vs_reference"] is None and report["rerank"] == {"skipped": "--only"}
     assert report["encode"]["images"] == 6 and report["encode"]["max_abs_diff"] < bench.EMBEDDING_TOLERANCE
     model_only = report["encode"]["model_only"]  # the ceiling: peer time / the model alone on ready tensors
     assert len(model_only["times_s"]) == 1 and report["encode"]["ceiling"] > 0
@@ -23,6 +26,15 @@ def test_quick_bench_ends_with_the_json_report(tmp_path, capsys):
     assert report["topk"]["queries"] == 48 and report["topk"]["identical_rows"] == 1.0
     assert json.loads(out.read_text()) == report
     assert any(line.startswith("encode_speedup_vs_naive") for line in lines[:-1])  # the table came first
+
+
+def test_quick_rerank_section(tmp_path, capsys):
+    report = bench.run(["--quick", "--only", "rerank", "--rerank-queries", "2", "--out", str(tmp_path / "j")])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert report["rerank_speedup_vs_reference"] > 0 and report["rerank"]["depth"] == 50
+    assert report["rerank"]["checked"]["embedded"] == {"queries": 2, "identical_rows": 1.0}
+    assert "full_size" not in report["rerank"]  # quick: the real size is skipped
+    assert any(line.startswith("rerank_speedup_vs_reference") for line in lines[:-1])
 
 
 def test_broadcast_peer_and_kit_topk_agree():

@@ -1,0 +1,153 @@
+"""First stage against re-rankers on a run's val and test, from its cached embeddings.
+
+`rescore(cfg, run_dir, result)` takes what `lib.eval.infer.infer` returned (its query and gallery
+embeddings) and ranks every split again under several re-ranking settings, without encoding the
+gallery or the queries again; only A3R's mirrored gallery is encoded, once, on a cache miss (then
+cached like the gallery). Each setting is a set of Config overrides on the run's parameters
+(`ABLATION`: A3R as described, each of its parts switched off, the two baselines). On the demo, whose
+test answers are known, test and its boards A and B are scored too (lib.eval.boards): choose on val
+and A, report B. `Rescored.side_by_side()` is the table of mAP@10; `Rescored.against_first_stage()`
+each setting's change with its 95 % paired bootstrap interval (lib.eval.paired).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lib.config import Config
+from lib.data.prepare import Prepared, load_prepared
+from lib.data.relevance import relevance_sets
+from lib.eval import infer, retrieval, scoring
+from lib.eval.boards import BOARDS, split_boards
+from lib.eval.paired import paired_difference
+from lib.eval.rerank import settings
+from lib.model.factory import model_from_config
+from lib.paths import resolve
+
+FIRST_STAGE = "first stage"
+ABLATION: dict[str, dict[str, Any]] = {
+    "a3r": {"rerank": "a3r"},
+    "a3r quantified": {"rerank": "a3r", "a3r_reciprocal": "quantified"},
+    "a3r without flip": {"rerank": "a3r", "a3r_flip": False},
+    "a3r without adapted query": {"rerank": "a3r", "a3r_adapted_query": False},
+    "a3r adapted query only": {"rerank": "a3r", "a3r_reciprocal": "none"},
+    "aqe": {"rerank": "aqe"},
+    "k-reciprocal": {"rerank": "kreciprocal"},
+}
+
+
+@dataclass
+class Split:
+    """One labelled split's cached retrieval inputs."""
+
+    name: str  # "val" | "test"
+    query_emb: torch.Tensor
+    gallery_emb: torch.Tensor
+    gallery_names: list[str]
+    kinds: list[str]
+    relevant: list[set[str]]
+    boards: np.ndarray | None = None  # "A" / "B" per query (the demo's test), else None
+    gallery_flip: torch.Tensor | None = None  # the mirrored gallery, when a setting flips
+
+
+@dataclass
+class Rescored:
+    scores: pd.DataFrame  # index (variant, split, kind): lib.eval.scoring.score_table's columns
+    per_query: pd.DataFrame  # variant, split, query, kind, board, ap_official, ap_standard
+
+    def side_by_side(self, metric: str = "map10_official", kind: str = "all") -> pd.DataFrame:
+        """Variants (rows, in the order given) by split (val, test, test_A, test_B)."""
+        table = self.scores.xs(kind, level="kind")[metric].unstack("split")
+        order = list(dict.fromkeys(self.scores.index.get_level_values("variant")))
+        splits = [s for s in ("val", "test", "test_A", "test_B") if s in table.columns]
+        return table.loc[order, splits]
+
+    def against_first_stage(self, ap: str = "ap_official") -> pd.DataFrame:
+        """Each variant's change of mean AP from the first stage, split by split: delta, the 95 % paired
+        bootstrap interval, and whether it is noise (the interval holds 0)."""
+        rows, per = [], self.per_query
+        for variant in dict.fromkeys(per["variant"]):
+            if variant == FIRST_STAGE:
+                continue
+            for split in dict.fromkeys(per["split"]):
+                group = per[(per["variant"] == variant) & (per["split"] == split)]
+                base = per[(per["variant"] == FIRST_STAGE) & (per["split"] == split)]
+                for board in [""] + sorted(set(group["board"]) - {""}):
+                    pick = (group["board"] == board).to_numpy() if board else slice(None)
+                    diff = paired_difference(base[ap].to_numpy()[pick], group[ap].to_numpy()[pick])
+                    rows.append({"variant": variant, "split": f"{split}_{board}" if board else split,
+                                 "delta": diff.delta, "low": diff.low, "high": diff.high,
+                                 "noise": diff.is_noise})
+        return pd.DataFrame(rows).set_index(["variant", "split"])
+
+
+def rescore_splits(cfg: Config, splits: Sequence[Split],
+                   variants: Mapping[str, Mapping[str, Any]] = ABLATION) -> Rescored:
+    """Rank each split under the first stage and every variant (Config overrides on `cfg`), score them."""
+    configs = {FIRST_STAGE: cfg.replace(rerank="none")} | {
+        name: cfg.replace(**dict(overrides)) for name, overrides in variants.items()}
+    how = {name: settings(c) for name, c in configs.items()}
+    tables, per_query = {}, []
+    for split in splits:
+        depth = min(max([c.topk for c in configs.values()] + [h.max_depth for h in how.values()]),
+                    len(split.gallery_names))
+        q, g = split.query_emb, split.gallery_emb
+        first_scores, first, _, _ = retrieval.first_stage(q, g, split.kinds, depth,
+                                                          category_aware=cfg.category_aware)
+        for name, h in how.items():
+            k = configs[name].topk
+            if h.active:
+                flip = split.gallery_flip if h.needs_flip else None
+                idx = retrieval.second_stage(q, g, first_scores, first, split.kinds, h, flip, k)[1]
+            else:
+                idx = first[:, :k]
+            ranked = [[split.gallery_names[j] for j in row] for row in idx.tolist()]
+            tables[(name, split.name)] = scoring.score_table(ranked, split.relevant, split.kinds)
+            for board in BOARDS if split.boards is not None else ():
+                pick = np.flatnonzero(split.boards == board)
+                tables[(name, f"{split.name}_{board}")] = scoring.score_table(
+                    [ranked[i] for i in pick], [split.relevant[i] for i in pick],
+                    [split.kinds[i] for i in pick])
+            rows = infer.per_query_table(split.name, ranked, split.relevant, split.kinds, split.boards)
+            per_query.append(rows.assign(variant=name)[["variant", *rows.columns]])
+    scores = pd.concat(tables, names=["variant", "split", "kind"])
+    return Rescored(scores, pd.concat(per_query, ignore_index=True))
+
+
+def rescore(cfg: Config, run_dir: Path, result: infer.Inference,
+            variants: Mapping[str, Mapping[str, Any]] = ABLATION, *, prep: Prepared | None = None,
+            progress: bool = True) -> Rescored:
+    """`rescore_splits` on what `infer.infer(cfg, run_dir)` returned: val, and test where its answers
+    are known (the demo). The mirrored galleries are encoded (or read from the cache) only when a
+    variant flips and the run's own retrieval did not make them."""
+    prep = prep or load_prepared(Path(run_dir))
+    val_gallery = sorted({str(resolve(p)) for p in prep.val["filepath"]})
+    splits = [(Split("val", result.val_result.query_emb, result.val_result.gallery_emb,
+                     result.val_result.gallery_names, list(prep.val["kind"]), relevance_sets(prep.val),
+                     gallery_flip=result.val_result.gallery_flip_emb), val_gallery)]
+    queries = prep.test_queries
+    relevant = infer.test_relevance(cfg, list(queries["text"]))
+    if relevant is not None:
+        kinds = list(queries["kind"])
+        splits.append((Split("test", result.test_result.query_emb, result.test_result.gallery_emb,
+                             result.test_result.gallery_names, kinds, relevant, boards=split_boards(kinds),
+                             gallery_flip=result.test_result.gallery_flip_emb),
+                       [resolve(p) for p in prep.test_gallery["filepath"]]))
+    flips = any(settings(cfg.replace(**dict(o))).needs_flip for o in variants.values())
+    missing = [(split, paths) for split, paths in splits if flips and split.gallery_flip is None]
+    if missing:
+        net, _, preprocess_cfg = model_from_config(cfg, result.checkpoint or None)
+        model_id = infer.model_identity(cfg, result.checkpoint)
+        for split, paths in missing:
+            names, split.gallery_flip, _ = retrieval.encode_gallery(
+                net, paths, preprocess_cfg, model_id=model_id, batch_size=cfg.eval_batch_size,
+                workers=cfg.workers, precision=cfg.precision, progress=progress, flip=True)
+            if names != split.gallery_names:
+                raise ValueError(f"{split.name}: the mirrored gallery's names differ from the run's gallery")
+    return rescore_splits(cfg, [split for split, _ in splits], variants)
