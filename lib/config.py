@@ -135,6 +135,7 @@ class Config:
     kreciprocal_k2: int = knob(6, ge=1)  # Zhong: local query expansion over the k2 nearest
     eval_batch_size: int = knob(256, ge=1)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = knob(0, ge=0)  # torch's intra-op threads on the CPU; 0: torch's default (one per core)
 
     def __post_init__(self) -> None:
         _validate(self)

@@ -50,7 +50,7 @@ def recipe(cfg: Config) -> dict:
     image bytes, not file names, which also depend on the other splits' sizes: resizing val or test
     keeps the foundation) and the pretraining knobs."""
     keys = ("model", "seed", "foundation_epochs", "foundation_lr", "foundation_batch_size",
-            "foundation_warmup_steps", "precision", "trim_text_padding")
+            "foundation_warmup_steps", "precision", "trim_text_padding", "threads")
     return {"corpus_sha256": corpus_digest(cfg.path("data_root")), **{k: getattr(cfg, k) for k in keys}}
 
 

@@ -52,6 +52,14 @@ def autocast(precision: str, device: torch.device) -> Callable[[], contextlib.Ab
     return lambda: torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def use_threads(threads: int) -> None:
+    """torch's intra-op threads for this process (0 keeps torch's default: one per core). On a CPU
+    that other work shares, a second thread spinning at every operation's barrier can cost more
+    than it gives (README: threads)."""
+    if threads > 0 and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 def allow_tf32(device: torch.device) -> None:
     """TF32 matmuls on Ampere+ GPUs: open_clip's trainer default, ~free speed for the fp32 parts."""
     if device.type == "cuda":

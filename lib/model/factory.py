@@ -19,7 +19,7 @@ import torch
 from lib.config import Config, ConfigError
 from lib.model import text_trim
 from lib.model.checkpoints import ChecksumError, verify_file
-from lib.model.device import resolve_device
+from lib.model.device import resolve_device, use_threads
 from lib.model.weights import HF_HUB, LOCAL_DIR, WeightsUnavailable, weights_file
 from lib.paths import resolve
 
@@ -89,6 +89,7 @@ def model_from_config(cfg: Config, checkpoint: str | os.PathLike | None = None,
 
     `checkpoint` (e.g. a run's epoch_N.pt) replaces cfg.pretrained; it is verified by its sidecar.
     """
+    use_threads(cfg.threads)
     source, sha = (str(checkpoint), "") if checkpoint is not None else (cfg.pretrained, cfg.pretrained_sha256)
     return create_model(cfg.model, resolve_source(cfg.model, source), sha256=sha,
                         device=device if device is not None else cfg.device, image_size=cfg.image_size,

@@ -35,3 +35,16 @@ def test_autocast_casts_matmuls_only_when_asked():
         assert (a @ a).dtype == torch.bfloat16
     with autocast("fp32", cpu)():
         assert (a @ a).dtype == torch.float32
+
+
+def test_the_thread_count_reaches_torch_and_zero_keeps_its_default():
+    from lib.model.device import use_threads
+
+    before = torch.get_num_threads()
+    try:
+        use_threads(1)
+        assert torch.get_num_threads() == 1
+        use_threads(0)
+        assert torch.get_num_threads() == 1  # 0: left as it is
+    finally:
+        torch.set_num_threads(before)
