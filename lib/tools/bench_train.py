@@ -52,7 +52,7 @@ def kit_config(spec: dict[str, Any]) -> Config:
                        seed=spec["seed"], lr=spec["lr"], weight_decay=spec["weight_decay"],
                        beta1=spec["beta1"],
                        beta2=spec["beta2"], eps=spec["eps"], warmup_steps=LR_WARMUP_STEPS, schedule_epochs=1,
-                       stop_epoch=1, eval_every=1, log_every=1000000,
+                       stop_epoch=1, eval_every=1, log_every=1000000, threads=spec["threads"],
                        photometric_jitter_prob=0.0)  # the same augmentation as open_clip_train's defaults
 
 
@@ -135,6 +135,28 @@ def bench_train(cfg: Config, image_paths: list[Path], captions: list[str], workd
                       "runs_wall_s_with_startup": walls[side]} for side, v in rates.items()}
     return {"model": cfg.model, "batch_size": batch, "workers": cfg.workers, "precision": "fp32",
             "timed_steps": steps, "warmup_steps": warmup, "pairs": rows, **summary,
+            "ratio": summary["kit"]["best_samples_per_s"] / summary["peer"]["best_samples_per_s"]}
+
+
+def bench_threads(cfg: Config, image_paths: list[Path], captions: list[str], workdir: Path, *, steps: int,
+                  quick: bool, cores: int, repeats: int) -> dict[str, Any]:
+    """The kit's training loop with one torch thread ("kit") against one per core ("peer", torch's
+    default), alternated: what the demo's `threads: 1` costs or saves on this machine."""
+    batch = 8 if quick else cfg.batch_size
+    warmup = 2 if quick else 5
+    rows = batch * (warmup + steps + 1)
+    spec = {"model": cfg.model, "csv": str(write_table(workdir / "train.csv", image_paths, captions, rows)),
+            "batch_size": batch, "workers": cfg.workers, "seed": cfg.seed, "lr": cfg.lr,
+            "weight_decay": cfg.weight_decay, "beta1": cfg.beta1, "beta2": cfg.beta2, "eps": cfg.eps}
+    rates: dict[str, list[float]] = {"kit": [], "peer": []}
+    for r in range(repeats):
+        for side, threads in (("kit", 1), ("peer", cores))[::1 if r % 2 == 0 else -1]:
+            stamps = run_side("kit", {**spec, "threads": threads}, workdir / f"threads{threads}_{r}")
+            rates[side].append(samples_per_s(stamps, batch, warmup))
+    summary = {side: {"best_samples_per_s": max(v), "median_samples_per_s": statistics.median(v),
+                      "runs_samples_per_s": [round(x, 2) for x in v]} for side, v in rates.items()}
+    return {"model": cfg.model, "batch_size": batch, "workers": cfg.workers,
+            "threads": {"kit": 1, "peer": cores}, "timed_steps": steps, **summary,
             "ratio": summary["kit"]["best_samples_per_s"] / summary["peer"]["best_samples_per_s"]}
 
 

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from lib.tools import bench
 
 RATIOS = ("encode_speedup_vs_naive", "topk_speedup_vs_broadcast", "train_speed_vs_open_clip_train",
-          "rerank_speedup_vs_reference")
+          "rerank_speedup_vs_reference", "train_1_thread_vs_default")
 
 
 def test_quick_bench_ends_with_the_json_report(tmp_path, capsys):
@@ -14,11 +16,12 @@ def test_quick_bench_ends_with_the_json_report(tmp_path, capsys):
     bench.run(["--quick", "--only", "encode,topk", "--images", "6", "--topk-size", "48", "--out", str(out)])
     lines = capsys.readouterr().out.strip().splitlines()
     report = json.loads(lines[-1])
-    assert set(RATIOS) | {"machine", "encode", "topk", "train", "rerank", "goals"} <= set(report)
+    assert set(RATIOS) | {"machine", "encode", "topk", "train", "rerank", "threads", "goals"} <= set(report)
     assert set(report["goals"]) == set(RATIOS)
     assert report["encode_speedup_vs_naive"] > 0 and report["topk_speedup_vs_broadcast"] > 0
     assert report["train_speed_vs_open_clip_train"] is None and report["train"] == {"skipped": "--only"}
     assert report["rerank_speedup_vs_reference"] is None and report["rerank"] == {"skipped": "--only"}
+    assert report["train_1_thread_vs_default"] is None and report["threads"] == {"skipped": "--only"}
     assert report["encode"]["images"] == 6 and report["encode"]["max_abs_diff"] < bench.EMBEDDING_TOLERANCE
     model_only = report["encode"]["model_only"]  # the ceiling: peer time / the model alone on ready tensors
     assert len(model_only["times_s"]) == 1 and report["encode"]["ceiling"] > 0
@@ -60,3 +63,25 @@ def test_make_images_draws_at_the_sizes_it_is_given(tmp_path):
     assert [cv2.imread(str(p)).shape[:2] for p in demo] == [(72, 128), (128, 48), (128, 48)]
     sized = bench.make_images(tmp_path / "sized", 2, size=lambda i, rng: (30 + i, 20))
     assert [cv2.imread(str(p)).shape[:2] for p in sized] == [(20, 30), (20, 31)]
+
+
+def test_quick_threads_section_alternates_one_thread_and_all_cores(tmp_path, capsys, monkeypatch):
+    """The race's plumbing; the sides themselves are bench_train.run_side, the training race's."""
+    from lib.tools import bench_train
+
+    calls = []
+
+    def fake_side(side, spec, workdir):
+        calls.append(spec["threads"])
+        step = 1.0 / spec["threads"]  # 2 threads: twice as fast
+        return [0.0, 1.0, 1.0 + step, 1.0 + 2 * step]
+
+    monkeypatch.setattr(bench_train, "run_side", fake_side)
+    report = bench.run(["--quick", "--only", "threads", "--images", "6", "--train-steps", "2",
+                        "--repeats", "2", "--threads", "2", "--out", str(tmp_path / "j")])
+    lines = capsys.readouterr().out.strip().splitlines()
+    threads = report["threads"]
+    assert calls == [1, 2, 2, 1]  # alternated, so neither side always runs on a warm machine
+    assert threads["threads"] == {"kit": 1, "peer": 2} and threads["timed_steps"] == 2
+    assert report["train_1_thread_vs_default"] == threads["ratio"] == pytest.approx(0.5)
+    assert any(line.startswith("train_1_thread_vs_default") for line in lines[:-1])
