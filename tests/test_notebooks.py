@@ -8,6 +8,7 @@ import pytest
 from lib.data.attributes import CAR_TYPES
 from lib.demo.dataset import read_truth
 from lib.eval.metrics import evaluate_files
+from lib.eval.rescore import ABLATION, FIRST_STAGE
 from lib.eval.submission import validate_submission
 
 pytestmark = [pytest.mark.notebook, pytest.mark.slow]
@@ -88,6 +89,12 @@ def test_04_infer_writes_a_valid_scored_submission(smoke_notebook, smoke_workspa
     best = max((json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()),
                key=lambda r: r["val_map10_official"])
     assert best["val_map10_official"] == pytest.approx(scores["val"]["map10_official"])  # the same number
+    cells = {c.get("id"): c for c in nbformat.read(executed, as_version=4).cells}
+    side_by_side = "".join(o.get("data", {}).get("text/html", "") for o in cells["compare3"].outputs)
+    assert all(f">{name}<" in side_by_side for name in [FIRST_STAGE, *ABLATION])  # every setting's row
+    assert all(f">{split}<" in side_by_side for split in ("val", "test_A", "test_B"))
+    grid = cells["compare7"].outputs
+    assert any("image/png" in o.get("data", {}) for o in grid) or "A3R changed no" in _outputs_text(executed)
 
 
 def test_a_custom_profile_outside_configs_reaches_every_notebook(smoke_notebook, smoke_workspace, tmp_path):

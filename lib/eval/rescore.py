@@ -60,6 +60,8 @@ class Split:
 class Rescored:
     scores: pd.DataFrame  # index (variant, split, kind): lib.eval.scoring.score_table's columns
     per_query: pd.DataFrame  # variant, split, query, kind, board, ap_official, ap_standard
+    rankings: dict[tuple[str, str], list[list[str]]]  # (variant, split) -> each query's top-k names
+    relevant: dict[str, list[set[str]]]  # split -> each query's relevant image names
 
     def side_by_side(self, metric: str = "map10_official", kind: str = "all") -> pd.DataFrame:
         """Variants (rows, in the order given) by split (val, test, test_A, test_B)."""
@@ -86,6 +88,28 @@ class Rescored:
                                  "noise": diff.is_noise})
         return pd.DataFrame(rows).set_index(["variant", "split"])
 
+    def most_changed(self, variant: str, split: str, n: int = 2, ap: str = "ap_official") -> list[int]:
+        """The n queries whose AP `variant` raised most over the first stage, then the n it lowered
+        most (fewer where fewer changed): the examples a before/after grid shows, good and bad."""
+        per = self.per_query[self.per_query["split"] == split]
+        change = (per[per["variant"] == variant][ap].to_numpy()
+                  - per[per["variant"] == FIRST_STAGE][ap].to_numpy())
+        order = np.argsort(-change, kind="stable")
+        up = [int(i) for i in order[:n] if change[i] > 0]
+        down = [int(i) for i in order[::-1][:n] if change[i] < 0]
+        return up + down
+
+    def before_after(self, variant: str, split: str, queries: Sequence[int], texts: Sequence[str]
+                     ) -> tuple[list[str], list[list[str]], list[set[str]]]:
+        """plots.topk_grid's rows for `queries`: each query's first-stage ranking, then `variant`'s."""
+        labels, ranked, relevant = [], [], []
+        for i in queries:
+            for name in (FIRST_STAGE, variant):
+                labels.append(f"[{name}] {texts[i]}")
+                ranked.append(self.rankings[(name, split)][i])
+                relevant.append(self.relevant[split][i])
+        return labels, ranked, relevant
+
 
 def rescore_splits(cfg: Config, splits: Sequence[Split],
                    variants: Mapping[str, Mapping[str, Any]] = ABLATION) -> Rescored:
@@ -93,7 +117,7 @@ def rescore_splits(cfg: Config, splits: Sequence[Split],
     configs = {FIRST_STAGE: cfg.replace(rerank="none")} | {
         name: cfg.replace(**dict(overrides)) for name, overrides in variants.items()}
     how = {name: settings(c) for name, c in configs.items()}
-    tables, per_query = {}, []
+    tables, per_query, rankings = {}, [], {}
     for split in splits:
         depth = min(max([c.topk for c in configs.values()] + [h.max_depth for h in how.values()]),
                     len(split.gallery_names))
@@ -108,6 +132,7 @@ def rescore_splits(cfg: Config, splits: Sequence[Split],
             else:
                 idx = first[:, :k]
             ranked = [[split.gallery_names[j] for j in row] for row in idx.tolist()]
+            rankings[(name, split.name)] = ranked
             tables[(name, split.name)] = scoring.score_table(ranked, split.relevant, split.kinds)
             for board in BOARDS if split.boards is not None else ():
                 pick = np.flatnonzero(split.boards == board)
@@ -117,7 +142,8 @@ def rescore_splits(cfg: Config, splits: Sequence[Split],
             rows = infer.per_query_table(split.name, ranked, split.relevant, split.kinds, split.boards)
             per_query.append(rows.assign(variant=name)[["variant", *rows.columns]])
     scores = pd.concat(tables, names=["variant", "split", "kind"])
-    return Rescored(scores, pd.concat(per_query, ignore_index=True))
+    return Rescored(scores, pd.concat(per_query, ignore_index=True), rankings,
+                    {split.name: split.relevant for split in splits})
 
 
 def rescore(cfg: Config, run_dir: Path, result: infer.Inference,

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from lib import runs
 from lib.config import Config
 from lib.data.prepare import load_prepared
@@ -241,6 +243,20 @@ def write_soup(cfg: Config, run_dir: Path, result: SoupResult) -> Path:
     record = {**made_of, "checkpoint": f"checkpoints/{SOUP}", "sha256": result.sha256, **result.scores,
               "selection": f"mean of {' and '.join(result.scores)}", "candidates": result.candidates}
     return atomic_write_text(Path(run_dir) / SOUP_JSON, json.dumps(record, indent=1, sort_keys=True) + "\n")
+
+
+def candidates_table(run_dir: Path) -> pd.DataFrame | None:
+    """The run's soup.json as a table, one row per candidate tried (each epoch alone, each trial, each
+    alpha) with its val and board A scores and whether it was kept; None when the run made no soup."""
+    path = Path(run_dir) / SOUP_JSON
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    rows = [{"method": record["method"], "step": row["step"], "alpha": row.get("alpha"),
+             "ingredients": " + ".join(row["ingredients"]), "val": row.get(VAL_KEY), "test_A": row.get(A_KEY),
+             "selection_score": row["selection_score"], "kept": bool(row.get("kept", False))}
+            for row in record["candidates"]]
+    return pd.DataFrame(rows).dropna(axis=1, how="all")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -66,6 +66,26 @@ def test_against_first_stage_is_the_paired_change():
     assert changes["noise"].dtype == bool
 
 
+def test_most_changed_and_before_after_give_the_grid_its_rows():
+    val = split("val", 18, False, 2)  # a3r raises 1 query, lowers 2, leaves the rest
+    result = rescore.rescore_splits(CFG, [val], {"a3r": {"rerank": "a3r"}})
+    per = result.per_query
+    change = (per[per["variant"] == "a3r"]["ap_official"].to_numpy()
+              - per[per["variant"] == rescore.FIRST_STAGE]["ap_official"].to_numpy())
+    picked = result.most_changed("a3r", "val", 2)
+    ups, downs = [i for i in picked if change[i] > 0], [i for i in picked if change[i] < 0]
+    assert picked == ups + downs and (len(ups), len(downs)) == (1, 2)  # raised first, then lowered
+    assert [change[i] for i in ups] == sorted(change[change > 0], reverse=True)[:len(ups)]
+    assert [change[i] for i in downs] == sorted(change[change < 0])[:len(downs)]
+    texts = [f"query {i}" for i in range(18)]
+    labels, ranked, relevant = result.before_after("a3r", "val", picked[:1], texts)
+    q = picked[0]
+    assert labels == [f"[{rescore.FIRST_STAGE}] query {q}", f"[a3r] query {q}"]
+    assert ranked[0] == result.rankings[(rescore.FIRST_STAGE, "val")][q] != ranked[1]
+    assert ranked[1] == result.rankings[("a3r", "val")][q] and relevant == [val.relevant[q]] * 2
+    assert result.most_changed(rescore.FIRST_STAGE, "val") == []  # nothing changes against itself
+
+
 def test_variants_are_validated_and_a3r_needs_the_mirror():
     from lib.config import ConfigError
 

@@ -121,6 +121,21 @@ def test_greedy_keeps_an_ingredient_only_when_the_score_does_not_drop(tmp_path):
     assert record["sha256"] == sha256_file(run_dir / "checkpoints" / SOUP)
 
 
+def test_candidates_table_is_soup_json_row_by_row(tmp_path):
+    """04_infer's soup table: every candidate soup.json recorded, in order, with its scores and choice."""
+    two_epochs = {e: micro_state(0, s) for e, s in SCALES.items() if e <= 2}
+    cfg, run_dir = make_run(tmp_path, two_epochs, soup="greedy")
+    assert soup.candidates_table(run_dir) is None  # no soup made yet
+    f = frozenset
+    scores = {f({1}): 0.3, f({2}): 0.5, f({1, 2}): 0.4}
+    soup.make_soup(cfg, run_dir, scorer=table_scorer(scores), progress=False)
+    table = soup.candidates_table(run_dir)
+    assert list(table["step"]) == ["alone", "alone", "add"]
+    assert list(table["ingredients"]) == ["epoch_1.pt", "epoch_2.pt", "epoch_2.pt + epoch_1.pt"]
+    assert list(table["val"]) == [0.3, 0.5, 0.4] and list(table["kept"]) == [False, False, False]
+    assert "test_A" not in table and "alpha" not in table  # nothing recorded, no empty column
+
+
 def test_greedy_never_scores_below_its_best_ingredient(tmp_path):
     """Random scores for every subset, eight times: the soup's score is the best single one's or more,
     and every kept step is at least the one before."""
