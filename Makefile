@@ -8,6 +8,7 @@ RUN ?= runs/latest
 ARGS ?=
 SEEDS ?= 0 1 2
 LABEL ?= study
+MUTATION_JOBS ?= 2
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -21,7 +22,7 @@ export PYTHONHASHSEED ?= 0
 # The notebooks import `lib` from the repository root whatever their working directory.
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help setup reproduce quick-review promote seed-study test test-fast lint fingerprint bench gpu-proof gpu-wheels lab clean
+.PHONY: help setup reproduce quick-review promote seed-study test test-fast lint mutation fingerprint bench gpu-proof gpu-wheels lab clean
 
 help: ## list the targets
 	@echo "Usage: make TARGET [PROFILE=demo|competition] (first use creates $(VENV) by itself)"
@@ -61,6 +62,12 @@ lint: $(STAMP) ## ruff on lib/ and tests/, and the import layering contracts (li
 	$(VENV)/bin/ruff check lib tests
 	$(VENV)/bin/lint-imports
 
+mutation: $(STAMP) ## mutation testing (mutmut) of scoring, labels, padding, top-k, schedule: tens of minutes
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements-dev.txt
+	rm -rf mutants  # a fresh run: mutmut would keep a survivor's old verdict after a test is added
+	$(VENV)/bin/mutmut run --max-children $(MUTATION_JOBS)
+	$(PY) tests/mutation_report.py
+
 fingerprint: $(STAMP) ## rerun the smoke pipeline and rewrite the golden fingerprint (a change that moves the numbers)
 	$(PY) -m lib.tools.fingerprint --write
 
@@ -78,4 +85,4 @@ lab: $(STAMP) ## start Jupyter Lab on the notebooks
 	$(VENV)/bin/jupyter lab notebooks/
 
 clean: ## remove runs and generated demo data (keeps .venv and best-result-review/)
-	rm -rf runs data/demo data/smoke .pytest_cache
+	rm -rf runs data/demo data/smoke .pytest_cache mutants

@@ -62,8 +62,22 @@ def test_pad_to_square_refuses_wrong_input(bad):
 
 
 def test_pad_to_square_refuses_a_fill_out_of_range():
-    with pytest.raises(ValueError, match="fill"):
-        images.pad_to_square(noise(2, 3), fill=256)
+    for fill in (256, -1):
+        with pytest.raises(ValueError) as err:
+            images.pad_to_square(noise(2, 3), fill=fill)
+        assert str(err.value) == f"fill must be within 0..255, got {fill}"
+
+
+@pytest.mark.parametrize("fill", [0, 255])
+def test_pad_to_square_fills_with_any_byte_value(fill):
+    out = images.pad_to_square(np.full((1, 3), 100, np.uint8), fill=fill)
+    assert out.tolist() == [[fill] * 3, [100] * 3, [fill] * 3]
+
+
+def test_pad_to_square_names_what_it_got():
+    with pytest.raises(ValueError) as err:
+        images.pad_to_square([[0, 1]])
+    assert str(err.value) == "pad_to_square needs a numpy array, got list"
 
 
 # ------------------------------------------------------------------ read_image
@@ -103,6 +117,9 @@ def bad_files(tmp_path):
     }
 
 
+TRUNCATED = "truncated JPEG (data ends before the end-of-image marker FFD9)"
+
+
 def test_read_image_errors_name_the_path_and_the_reason(tmp_path):
     for name, (path, word) in bad_files(tmp_path).items():
         with pytest.raises(ImageError) as err:
@@ -110,6 +127,71 @@ def test_read_image_errors_name_the_path_and_the_reason(tmp_path):
         assert str(path) in str(err.value) and word in err.value.reason, (name, str(err.value))
         assert err.value.path == str(path)
     assert issubclass(ImageError, ValueError)
+
+
+def _reason(path) -> str:
+    with pytest.raises(ImageError) as err:
+        images.read_image(path)
+    assert err.value.path == str(path) and str(err.value) == f"{path}: {err.value.reason}"
+    return err.value.reason
+
+
+def test_read_image_reasons_word_for_word(tmp_path):
+    bad = {name: path for name, (path, _) in bad_files(tmp_path).items()}
+    assert _reason(bad["missing.jpg"]) == "missing (no such file)"
+    assert _reason(bad["empty.jpg"]) == "empty file (0 bytes)"
+    assert _reason(bad["truncated.jpg"]) == TRUNCATED
+    assert _reason(bad["text.jpg"]) == "not a decodable image (OpenCV could not decode its 21 bytes)"
+    assert _reason(tmp_path) == "missing (a directory, not an image file)"
+
+
+@pytest.mark.parametrize("error, reason", [
+    (PermissionError(13, "Permission denied"), "unreadable (Permission denied)"),
+    (OSError("the mount went away"), "unreadable (the mount went away)"),
+])
+def test_read_image_names_a_file_it_cannot_read(tmp_path, monkeypatch, error, reason):
+    path = write(tmp_path / "x.png", noise(4, 4))
+
+    def refuse(self):
+        raise error
+
+    monkeypatch.setattr(images.Path, "read_bytes", refuse)
+    assert _reason(path) == reason
+
+
+@pytest.mark.parametrize("trailer, reason", [
+    (b"", "not a decodable image (OpenCV could not decode its 24 bytes)"),
+    (b"\x00\x00 \r\n\t", "not a decodable image (OpenCV could not decode its 30 bytes)"),
+    (b"XX", TRUNCATED),  # other bytes after the end marker: the strict decode decides
+])
+def test_a_broken_jpeg_is_truncated_unless_only_padding_follows_its_end_marker(tmp_path, trailer, reason):
+    """The end marker FFD9, then nothing but NUL or whitespace padding: the file is whole, just broken."""
+    path = tmp_path / "broken.jpg"
+    path.write_bytes(b"\xff\xd8" + b"not a jpeg body " + b"\xff\xd9" + b"\x00" * 4 + trailer)
+    assert _reason(path) == reason
+
+
+def test_a_jpeg_too_large_for_pils_bomb_check_is_not_called_truncated(tmp_path, monkeypatch):
+    """A trailer after the end marker sends the JPEG to PIL's strict decode; PIL refusing a huge image
+    says nothing about truncation."""
+    path = write(tmp_path / "big.jpg", noise(20, 30))
+    path.write_bytes(path.read_bytes() + b"camera trailer")
+    monkeypatch.setattr(images.Image, "MAX_IMAGE_PIXELS", 100)  # 600 pixels: a "bomb"
+    assert images.read_image(path).shape == (20, 30, 3)
+
+
+@pytest.mark.parametrize("decode", ["raises", "empty"])
+def test_read_image_when_opencv_fails_or_returns_nothing(tmp_path, monkeypatch, decode):
+    path = write(tmp_path / "x.png", noise(4, 4))
+
+    def imdecode(buf, flags):
+        if decode == "raises":
+            raise images.cv2.error("broken")
+        return np.zeros((0, 0, 3), np.uint8)
+
+    monkeypatch.setattr(images.cv2, "imdecode", imdecode)
+    size = path.stat().st_size
+    assert _reason(path) == f"not a decodable image (OpenCV could not decode its {size} bytes)"
 
 
 def test_jpeg_with_bytes_after_its_end_marker_is_fine(tmp_path):
@@ -123,8 +205,7 @@ def test_jpeg_truncated_but_decoded_by_opencv_is_still_refused(tmp_path, monkeyp
     data = write(tmp_path / "x.jpg", noise(32, 32)).read_bytes()
     (tmp_path / "x.jpg").write_bytes(data[: len(data) * 2 // 3])
     monkeypatch.setattr(images.cv2, "imdecode", lambda buf, flags: np.zeros((32, 32, 3), np.uint8))
-    with pytest.raises(ImageError, match="truncated"):
-        images.read_image(tmp_path / "x.jpg")
+    assert _reason(tmp_path / "x.jpg") == TRUNCATED
 
 
 # ------------------------------------------------------------------ verify_images
@@ -133,7 +214,7 @@ def test_verify_lists_every_bad_image_with_its_reason(tmp_path):
     bad = bad_files(tmp_path)
     goods = [write(tmp_path / f"ok{i}.png", noise(8, 8 + i)) for i in range(5)]
     paths = goods[:2] + [p for p, _ in bad.values()] + goods[2:]
-    report_path = tmp_path / "out" / "bad_images.csv"
+    report_path = tmp_path / "out" / "check" / "bad_images.csv"  # folders made as needed
     report = images.verify_images(paths, max_bad_fraction=0.5, report_path=report_path, progress=False)
     assert list(report.columns) == ["image", "path", "reason"]
     assert list(report["image"]) == list(bad)  # input order
@@ -172,6 +253,56 @@ def test_verify_all_good_writes_an_empty_report_with_header(tmp_path):
     assert len(report) == 0 and report.attrs["bad_fraction"] == 0.0
     assert (tmp_path / "r.csv").read_text().strip() == "image,path,reason"
     assert len(images.verify_images([], report_path=tmp_path / "none.csv", progress=False)) == 0
+
+
+def test_verify_fraction_is_a_share_of_0_to_1(tmp_path):
+    path = tmp_path / "gone.jpg"
+    assert len(images.verify_images([path], max_bad_fraction=1.0, progress=False)) == 1  # anything goes
+    with pytest.raises(ValueError) as err:
+        images.verify_images([path], max_bad_fraction=1.5, progress=False)
+    assert str(err.value) == "max_bad_fraction must be within 0..1, got 1.5"
+
+
+def _too_many(paths, **kw) -> TooManyBadImages:
+    with pytest.raises(TooManyBadImages) as err:
+        images.verify_images(paths, progress=False, **kw)
+    return err.value
+
+
+def test_verify_failure_message_word_for_word(tmp_path):
+    good = write(tmp_path / "ok.png", noise(4, 4))
+    err = _too_many([good, tmp_path / "a.jpg", good])  # no report file
+    assert str(err) == (
+        "1 of 3 images (33.33%) are missing or unreadable, more than max_bad_image_fraction=0 allows:\n"
+        "  a.jpg: missing (no such file)\n"
+        "Restore or replace those files, or set max_bad_image_fraction=... (e.g. 0.338) to leave them out "
+        "and go on.")
+    assert (err.path, err.report_path, err.reason) == ("", None, str(err))
+    report = tmp_path / "bad.csv"
+    err = _too_many([tmp_path / "a.jpg", tmp_path / "b.jpg"], max_bad_fraction=0.5, report_path=report)
+    assert str(err) == (
+        "2 of 2 images (100.00%) are missing or unreadable, more than max_bad_image_fraction=0.5 allows:\n"
+        "  a.jpg: missing (no such file)\n  b.jpg: missing (no such file)\n"
+        f"Full list: {report}.\n"
+        "Restore or replace those files, or set max_bad_image_fraction=... (e.g. 1) to leave them out "
+        "and go on.")
+    assert (err.path, err.report_path) == (str(report), report)
+
+
+@pytest.mark.parametrize("n_bad, tail", [(5, ""), (6, "\n  ... and 1 more"), (7, "\n  ... and 2 more")])
+def test_verify_failure_shows_five_bad_images_then_counts_the_rest(tmp_path, n_bad, tail):
+    err = _too_many([tmp_path / f"{i}.jpg" for i in range(n_bad)])
+    shown = str(err).split(" allows:\n", 1)[1].split("\nRestore", 1)[0]
+    assert shown == "\n".join(f"  {i}.jpg: missing (no such file)" for i in range(5)) + tail
+
+
+def test_verify_shows_a_progress_bar_unless_told_not_to(tmp_path, capsys):
+    goods = [write(tmp_path / f"ok{i}.png", noise(4, 4)) for i in range(3)]
+    images.verify_images(goods)
+    err = capsys.readouterr().err
+    assert "checking images: 100%" in err and "3/3" in err and "img/s" in err
+    images.verify_images(goods, progress=False)
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.parametrize("workers", [1, 3, 0])

@@ -79,6 +79,15 @@ def test_malformed_line_names_file_and_line(tmp_path, bad_line, problem):
     assert isinstance(err.value, ValueError) and err.value.line == 3
 
 
+@pytest.mark.parametrize("content", [b"", b"\n \r\n\n", b"\xef\xbb\xbf"])
+def test_an_empty_file_is_refused_at_its_line_1(tmp_path, content):
+    path = write(tmp_path, content)
+    with pytest.raises(LabelError) as err:
+        labels.read_lines(path)
+    assert str(err.value) == f"val_label.txt:1: empty file: no lines in {path}"
+    assert (err.value.file, err.value.line) == ("val_label.txt", 1)
+
+
 def test_blank_line_in_the_middle(tmp_path):
     with pytest.raises(LabelError, match=r"^val_label.txt:3: blank line"):
         labels.read_labels(write(tmp_path, GOOD + "\n" + GOOD))
@@ -130,6 +139,21 @@ def test_vocabulary_rule_for_brands_and_types():
     assert labels.build_car_vocabulary(cars("Audi Van."), types=("Van",)).types == ("Van",)
 
 
+def test_a_brand_with_a_type_is_split_when_the_brand_stands_alone_elsewhere():
+    vocab = labels.build_car_vocabulary(cars("Golden Dragon.", "white Golden Dragon Bus.",
+                                             "Balong Heavy Truck."))
+    assert vocab.brands == ("Balong Heavy Truck", "Golden Dragon")
+
+
+def test_add_car_fields_keeps_the_rows_of_a_filtered_table(val, vocab):
+    table = val.iloc[[3412, 0, 5000]]  # "Minivan.", "white Audi.", a person; the index is not 0, 1, 2
+    out = labels.add_car_fields(table, vocab)
+    assert out.index.tolist() == [3412, 0, 5000]
+    assert out[["colour", "brand", "type"]].values.tolist() == [
+        [None, None, "Minivan"], ["white", "Audi", None], [None, None, None]]
+    assert "colour" not in table.columns  # a copy: the given table is left as it was
+
+
 @pytest.mark.parametrize("text, parts", [
     ("white Golden Dragon.", (None, "white", "Golden Dragon", None)),
     ("pink China-Moto", (None, "pink", "China-Moto", None)),
@@ -143,6 +167,10 @@ def test_vocabulary_rule_for_brands_and_types():
     ("white.", (None, "white", None, None)),
     ("silver Unknown Brand Sedan.", (None, "silver", "Unknown Brand", "Sedan")),
     ("Unknown Brand", (None, None, "Unknown Brand", None)),
+    ("red Unknown Brand.", (None, "red", "Unknown Brand", None)),
+    ("white Audi A4.", (None, "white", "Audi A4", None)),  # a known brand, then no type: one brand
+    ("white Audi Q Sedan.", (None, "white", "Audi Q", "Sedan")),  # a known brand, a word, then a type
+    ("white Golden Dragon  Bus.", (None, "white", "Golden Dragon", "Bus")),  # two spaces: not in the brand
 ])
 def test_parse_brands(vocab, text, parts):
     got = labels.parse_car_text(text, vocab)
@@ -156,6 +184,12 @@ def test_parse_caption_prefixes(vocab, prefix):
     assert labels.parse_car_text(f"{prefix}orange Balong Heavy Truck Truck", vocab) == CarParts(
         prefix, "orange", "Balong Heavy Truck", "Truck")
     assert labels.parse_car_text(f"{prefix}SUV.", vocab) == CarParts(prefix, None, None, "SUV")
+
+
+def test_a_known_colour_counts_whatever_its_case():
+    vocab = labels.CarVocabulary(colours=("Grey",), brands=("Audi",))
+    assert labels.parse_car_text("A Grey Audi.", vocab) == CarParts("A ", "Grey", "Audi", None)
+    assert labels.parse_car_text("A Black Audi.", vocab) == CarParts("A ", None, "Black Audi", None)
 
 
 # --- queries --------------------------------------------------------------------------------------
@@ -193,3 +227,57 @@ def test_cli(tmp_path):
     done = cli("--queries", str(queries))
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"queries": 3, "car": 1, "person": 2}
+
+
+# The same command line in-process, where the mutation tests can see it (test_cli runs the module).
+LABELS = ("a.jpg$white Audi.$This is a white Audi.\nb.jpg$red Škoda.$A red Škoda.\n"
+          f"c.jpg$SUV.$An SUV.\n000001.jpg${PERSON}${PERSON_TEXT}\n")
+
+
+
+def test_main_prints_a_table_then_the_json_line(tmp_path, capsys):
+    assert labels.main([str(write(tmp_path, LABELS))]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "   lines      car   person  colours    types   brands",
+        "       4        3        1        2        6        2",
+        '{"lines": 4, "car": 3, "person": 1, "colours": ["red", "white"], '  # UTF-8 as it is, not \\u escapes
+        '"types": ["Bus", "Microbus", "Minivan", "SUV", "Sedan", "Truck"], "brands": ["Audi", "Škoda"]}',
+    ]
+
+
+def test_main_counts_zero_of_a_kind_that_is_absent(tmp_path, capsys):
+    persons = write(tmp_path, f"000001.jpg${PERSON}${PERSON_TEXT}\n", "persons.txt")
+    assert labels.main([str(persons)]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1]) == {
+        "lines": 1, "car": 0, "person": 1, "colours": [], "types": list(labels.CAR_TYPES), "brands": []}
+    cars_only = write(tmp_path, "a.jpg$white Audi.$This is a white Audi.\n", "cars.txt")
+    assert labels.summary(labels.read_labels(cars_only), labels.CarVocabulary((), ()))["person"] == 0
+
+
+def test_main_reads_a_queries_file_with_queries(tmp_path, capsys):
+    for texts, counts in ([["This is a grey Chery Sedan.", PERSON_TEXT, PERSON_TEXT], (3, 1, 2)],
+                          [["A white Audi."], (1, 1, 0)], [[PERSON_TEXT], (1, 0, 1)]):
+        path = write(tmp_path, "\n".join(texts) + "\n", "test_text.txt")
+        assert labels.main(["--queries", str(path)]) == 0
+        assert capsys.readouterr().out == json.dumps(dict(zip(("queries", "car", "person"), counts))) + "\n"
+
+
+def test_main_refuses_a_bad_file_with_exit_1_and_one_error_line(tmp_path, capsys):
+    assert labels.main([str(write(tmp_path, GOOD + "b.jpg$white Audi.\n"))]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == "error: val_label.txt:3: expected 3 '$'-separated fields, got 2\n"
+    assert labels.main(["--queries", str(tmp_path / "absent.txt")]) == 1
+    assert capsys.readouterr().err.startswith("error: [Errno 2] No such file or directory")
+
+
+def test_main_usage_says_what_the_file_and_the_flag_are(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        labels.main(["--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert text.startswith("usage: python -m lib.labels [-h] [--queries] file ")
+    assert "Label files, car vocabulary and query routing (the organisers' formats, read strictly)." in text
+    assert "read_labels" not in text  # the docstring's first line only
+    assert "file label file (image$attribute$text) or, with --queries, test_text.txt" in text
+    assert "--queries FILE is a queries file (one text a line)" in text

@@ -58,6 +58,7 @@ def test_ground_truth_round_trip(tmp_path):
     ("a$x.jpg\n$y.jpg\n", "val_gt.txt:2: empty query text"),
     ("a$x.jpg\nb$y.jpg$$z.jpg\n", "val_gt.txt:2: empty image name in field 3"),
     ("a$x.jpg\nb$y.jpg$y.jpg\n", "val_gt.txt:2: image name repeated: y.jpg"),
+    ("a$x.jpg\nb$w.jpg$y.jpg$x.jpg$z.jpg$y.jpg$z.jpg\n", "val_gt.txt:2: image name repeated: y.jpg, z.jpg"),
     ("a$x.jpg\n\nb$y.jpg\n", "val_gt.txt:2: blank line before the end of the file"),
 ])
 def test_read_ground_truth_errors(tmp_path, content, problem):
@@ -73,3 +74,21 @@ def test_val_ground_truth_file(tmp_path, val):
     assert [t for t, _ in back] == val["text"].tolist()
     assert [set(names) for _, names in back] == sets
     assert all(names == sorted(names) for _, names in back)
+
+
+@pytest.mark.parametrize("texts, relevant, problem", [
+    (["a", ""], [{"a.jpg"}, {"b.jpg"}], "query 1 (0-based): text '' is empty or holds '$' or a line break"),
+    (["a", "b$c"], [{"a.jpg"}, {"b.jpg"}],
+     "query 1 (0-based): text 'b$c' is empty or holds '$' or a line break"),
+    (["a\nb"], [{"a.jpg"}], "query 0 (0-based): text 'a\\nb' is empty or holds '$' or a line break"),
+    (["a\rb"], [{"a.jpg"}], "query 0 (0-based): text 'a\\rb' is empty or holds '$' or a line break"),
+    (["a", "b"], [{"a.jpg"}, {"b.jpg", "c\r.jpg"}],
+     "query 1 (0-based): image name 'c\\r.jpg' is empty or holds '$' or a line break"),
+    (["a", "b"], [{"a.jpg"}, {""}], "query 1 (0-based): image name '' is empty or holds '$' or a line break"),
+])
+def test_write_ground_truth_refuses_a_field_the_file_cannot_hold(tmp_path, texts, relevant, problem):
+    """'$' separates the fields and a line break the queries: neither may be inside a text or a name."""
+    with pytest.raises(ValueError) as err:
+        relevance.write_ground_truth(tmp_path / "gt.txt", texts, relevant)
+    assert str(err.value) == problem
+    assert not (tmp_path / "gt.txt").exists()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pickle
 import random
+import warnings
 
 import numpy as np
 import open_clip
@@ -145,3 +146,88 @@ def test_two_stage_refuses_a_transform_it_does_not_know():
     from torchvision.transforms import Compose, ToTensor
     with pytest.raises(ValueError, match="cannot cut"):
         transforms.TwoStageTransform(transforms.PadThen(Compose([ToTensor()])))
+
+
+# --- what mutation testing asked for: the config sources, the fill, PIL input, the cut's checks --------
+def test_a_clip_model_gives_its_own_preprocess_cfg(clip):
+    model, _, _ = clip
+    pp = transforms.as_preprocess_cfg(model)
+    assert pp == transforms.as_preprocess_cfg(open_clip.get_model_preprocess_cfg(model))
+    assert transforms.eval_transform(model)(noise(10, 30)).shape == (3, *pp.size)
+    assert transforms.as_preprocess_cfg(pp) is pp
+    with pytest.raises(ValueError) as err:
+        transforms.as_preprocess_cfg(42)
+    assert str(err.value) == "expected an open_clip PreprocessCfg, dict or model, got int"
+
+
+def test_image_size_stands_in_for_size_only_when_size_is_missing():
+    both = transforms.as_preprocess_cfg({"size": 32, "image_size": 24, "mean": MEAN, "std": STD})
+    assert both.size == 32
+    assert transforms.as_preprocess_cfg({"mean": MEAN, "std": STD}).size == PreprocessCfg().size
+
+
+@pytest.mark.parametrize("make", [transforms.eval_transform, transforms.train_transform,
+                                  transforms.eval_two_stage, transforms.train_two_stage])
+def test_the_padding_takes_the_cfgs_fill_colour(make):
+    t = make(cfg(size=32, fill_color=255))
+    wide = np.zeros((8, 32, 3), np.uint8)  # black content, 12 rows of padding above and below
+    torch.manual_seed(0)
+    out = t(wide) if callable(t) else t.normalise(t.to_uint8(wide)[None])[0]
+    white = torch.tensor(normalised(1.0)).view(3, 1).expand(3, 32)
+    torch.testing.assert_close(out[:, 0, :], white, atol=1e-3, rtol=0)
+
+
+def test_pad_then_pads_with_0_by_default_and_says_so():
+    t = transforms.PadThen(np.asarray)  # the inner transform sees the padded PIL image
+    assert t(np.full((1, 3, 3), 9, np.uint8))[:, :, 0].tolist() == [[0, 0, 0], [9, 9, 9], [0, 0, 0]]
+    assert repr(transforms.PadThen(np.asarray, fill=3)) == f"PadThen(pad_to_square(fill=3), {np.asarray!r})"
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "L", "RGB"])
+def test_pil_images_of_any_mode_are_taken_as_rgb(mode):
+    rgb = noise(10, 10)
+    pil = Image.fromarray(rgb).convert(mode)
+    t = transforms.eval_transform(cfg(size=16))
+    torch.testing.assert_close(t(pil), t(np.asarray(pil.convert("RGB"))))
+
+
+def test_two_stage_equals_the_whole_for_a_grey_image_too():
+    grey = noise(12, 20)[..., 0]  # H×W: the whole transform makes it RGB
+    split, whole = transforms.eval_two_stage(cfg(size=16)), transforms.eval_transform(cfg(size=16))
+    sent = split.to_uint8(grey)
+    assert sent.shape == (3, 16, 16)
+    assert torch.equal(split.normalise(sent[None])[0], whole(grey))
+
+
+def test_two_stage_refuses_transforms_not_ending_in_to_tensor_then_normalize():
+    from open_clip.transform import MaybeToTensor
+    from torchvision.transforms import CenterCrop, Compose, Normalize
+
+    norm = Normalize(MEAN, STD)
+    for inner in (lambda img: img, Compose([CenterCrop(4), MaybeToTensor(), CenterCrop(2)]),
+                  Compose([MaybeToTensor(), CenterCrop(4), norm])):
+        padded = transforms.PadThen(inner)
+        with pytest.raises(ValueError) as err:
+            transforms.TwoStageTransform(padded)
+        assert str(err.value) == f"unexpected open_clip transform, cannot cut it at ToTensor: {inner!r}"
+
+
+def test_train_transform_keeps_open_clips_unused_items_warning_quiet_and_names_the_jitter():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        transforms.train_transform(cfg(size=32), **JITTER)
+    assert [str(w.message) for w in caught] == []
+    with pytest.raises(ValueError) as err:
+        transforms.train_transform(cfg(size=32), photometric_jitter=(0.3, 0.4), photometric_jitter_prob=0.5)
+    assert str(err.value) == ("photometric_jitter needs (brightness, contrast, saturation, hue), "
+                              "got (0.3, 0.4)")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_normalise_runs_on_the_batchs_device():
+    """Workers send CPU uint8, the batch is normalised where it lands (the GPU)."""
+    split = transforms.eval_two_stage(cfg(size=16))
+    batch = torch.stack([split.to_uint8(noise(10, 20)) for _ in range(2)])
+    on_gpu = split.normalise(batch.cuda())
+    assert on_gpu.device.type == "cuda"
+    torch.testing.assert_close(on_gpu.cpu(), split.normalise(batch))

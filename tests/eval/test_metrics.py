@@ -138,6 +138,121 @@ def test_mismatched_lengths_are_refused():
         evaluate([list(MISS)], [set(), set()])
 
 
+
+@pytest.mark.parametrize("rank, recalls", [(1, [1, 1, 1]), (2, [0, 1, 1]), (5, [0, 1, 1]), (6, [0, 0, 1]),
+                                           (10, [0, 0, 1])])
+def test_recall_at_k_counts_a_hit_exactly_at_rank_k(rank, recalls):
+    """recall@5 holds the 5th prediction and not the 6th; recall@10 holds the 10th."""
+    names, rel = ranked([rank])
+    scores = per_query([names], [rel])
+    assert [scores[f"recall@{k}"][0] for k in (1, 5, 10)] == recalls
+    assert scores["ap_official"][0] == pytest.approx(1 / rank)
+
+
+def test_a_hit_past_the_10th_prediction_is_ignored():
+    names = list(MISS) + ["late"]  # 11 names, the relevant one 11th
+    scores = per_query([names], [{"late"}])
+    assert [scores[key][0] for key in ("ap_official", "ap_standard", "recall@10", "n_hits")] == [0, 0, 0, 0]
+
+
+def test_a_smaller_k_cuts_every_score_at_k():
+    names, rel = ranked([3, 7])
+    scores = per_query([names], [rel], k=5)
+    # only rank 3 counts: official (1/3)/1, standard (1/3)/min(5, 2); recall@10 looks at 5 names only
+    assert scores["ap_official"][0] == pytest.approx(1 / 3)
+    assert scores["ap_standard"][0] == pytest.approx(1 / 6)
+    assert [scores[f"recall@{k}"][0] for k in (1, 5, 10)] == [0, 1, 1]
+    assert per_query([ranked([7])[0]], [ranked([7])[1]], k=5)["recall@10"][0] == 0
+
+
+def test_per_query_counts_hits_and_relevant_images_per_query():
+    names, rel = ranked([1, 3])
+    scores = per_query([names, list(MISS), ["a", "a", "b"]], [rel | {"x"}, {"y"}, ["a", "b", "c", "c"]])
+    assert scores["n_hits"].tolist() == [2, 0, 2]  # the repeated "a" counts once
+    assert scores["n_relevant"].tolist() == [3, 1, 3]  # distinct names
+    assert scores["n_hits"].dtype.kind == "i" and scores["n_relevant"].dtype.kind == "i"
+    empty = per_query([], [])
+    assert all(len(values) == 0 for values in empty.values())
+    assert empty["n_relevant"].dtype.kind == "i" and empty["n_hits"].dtype.kind == "i"
+
+
+def test_hits_matrix_is_boolean_and_takes_any_collection_of_names():
+    names, rel = ranked([2, 4])
+    for relevant in (rel, sorted(rel), tuple(rel), frozenset(rel)):
+        hits = metrics.hits_matrix([names], [relevant])
+        assert hits.dtype == bool and hits.shape == (1, 10)
+        assert np.flatnonzero(hits[0]).tolist() == [1, 3]
+    assert metrics.hits_matrix([names], [rel], k=3).tolist() == [[False, True, False]]
+
+
+def test_ap_from_hits_takes_the_relevant_counts_in_any_shape():
+    hits = np.zeros((2, 10), bool)
+    hits[0, 0] = hits[1, 1] = True
+    official, standard = metrics.ap_from_hits(hits, np.array([[2], [1]]))  # a column is flattened
+    assert official.tolist() == pytest.approx([1.0, 0.5])
+    assert standard.tolist() == pytest.approx([0.5, 0.5])
+
+
+def test_ap_from_hits_refuses_what_cannot_be_scored():
+    with pytest.raises(MetricsError) as err:
+        metrics.ap_from_hits(np.ones(10, bool), [10])
+    assert str(err.value) == "hits must be a 2-d matrix (queries x k), got shape (10,)"
+    with pytest.raises(MetricsError) as err:
+        metrics.ap_from_hits(np.ones((2, 10), bool), [10])
+    assert str(err.value) == "1 relevant counts for 2 queries"
+    hits = np.zeros((3, 10), bool)
+    hits[0, 0] = hits[1, :2] = hits[2, :5] = True
+    with pytest.raises(MetricsError) as err:  # more hits than relevant images: names repeated or wrong sets
+        metrics.ap_from_hits(hits, [1, 1, 2])  # query 0 has as many hits as relevant images: fine
+    assert str(err.value) == "query 1: 2 hits but only 1 relevant images"
+    assert metrics.ap_from_hits(hits, [1, 2, 5])[0].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_many_queries_without_relevant_images_all_score_zero():
+    """No relevant image: AP 0, never what happened to be in memory (1,000 queries, every other one)."""
+    names, rel = ranked([1])
+    n = 1000
+    scores = per_query([names] * n, [rel if q % 2 else set() for q in range(n)])
+    assert scores["ap_standard"][0::2].tolist() == [0.0] * (n // 2)
+    assert scores["ap_official"][0::2].tolist() == [0.0] * (n // 2)
+    assert scores["ap_standard"][1::2].tolist() == [1.0] * (n // 2)
+
+
+def test_summary_mask_picks_the_queries_where_it_is_true():
+    names, rel = ranked([1])
+    scores = per_query([names, list(MISS), names], [rel, rel, rel])
+    assert metrics.summary(scores, mask=[1, 0, 0]) == metrics.summary(scores, mask=[True, False, False])
+    assert metrics.summary(scores, mask=[1, 0, 0])["queries"] == 1
+    assert metrics.summary(scores, mask=[0, 1, 1])["map10_official"] == 0.5
+    with pytest.raises(MetricsError) as err:
+        metrics.summary(scores, mask=[0, 0, 0])
+    assert str(err.value) == "no queries to score"
+
+
+def test_predictions_that_cannot_be_scored_are_refused_with_the_reason():
+    with pytest.raises(MetricsError) as err:
+        metrics.hits_matrix([list(MISS)], [set(), set()])
+    assert str(err.value) == "1 prediction lists for 2 relevance sets"
+    with pytest.raises(MetricsError) as err:
+        metrics.hits_matrix([list(MISS), "abc"], [set(), {"a"}])
+    assert str(err.value) == "query 1: predictions must be a list of names, got the string 'abc'"
+
+
+def test_check_same_queries_names_the_first_difference():
+    metrics.check_same_queries(["a", "b"], ["a", "b"])  # the same texts: nothing to say
+    with pytest.raises(MetricsError) as err:
+        metrics.check_same_queries(["a", "b", "c"], ["a", "c", "b"])
+    assert str(err.value) == ("submission query 1 (0-based) differs from the ground truth: expected 'b', "
+                              "got 'c' (texts must be exactly those of the ground truth, in the same order)")
+    with pytest.raises(MetricsError) as err:
+        metrics.check_same_queries(["a", "b", "c"], ["a", "b"], what="run")
+    assert str(err.value) == ("run has 2 queries, the ground truth 3; first difference at query 2 (0-based): "
+                              "expected 'c'")
+    with pytest.raises(MetricsError) as err:
+        metrics.check_same_queries(["a"], ["a", "b", "c"])
+    assert str(err.value) == ("submission has 3 queries, the ground truth 1; first difference at query 1 "
+                              "(0-based): got extra 'b'")
+
 # --- files and CLI -----------------------------------------------------------------------------
 def _write_case(tmp_path, order=None):
     gt_rows = [
@@ -192,3 +307,51 @@ def test_cli_refuses_a_different_count(tmp_path):
     done = _cli("--gt", str(gt), "--submission", str(sub))
     assert done.returncode == 1
     assert "2 queries" in done.stderr and "3" in done.stderr and "query 2" in done.stderr
+
+
+# The same command line in-process, where the mutation tests can see it (the subprocess tests above
+# prove `python -m lib.metrics` itself).
+SCORES_TABLE = """queries                  3
+map10_official      0.6111
+map10_standard      0.3444
+recall@1            0.6667
+recall@5            0.6667
+recall@10           0.6667"""
+
+
+def test_main_prints_the_table_then_the_json_line(tmp_path, capsys):
+    gt, sub = _write_case(tmp_path)
+    assert metrics.main(["--gt", str(gt), "--submission", str(sub)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "\n".join(out[:-1]) == SCORES_TABLE
+    assert json.loads(out[-1]) == pytest.approx({
+        "map10_official": (5 / 6 + 1) / 3, "map10_standard": (5 / 6 + 0.2) / 3, "queries": 3,
+        "recall@1": 2 / 3, "recall@5": 2 / 3, "recall@10": 2 / 3})
+    assert metrics.format_table(metrics.evaluate_files(gt, sub)) == SCORES_TABLE
+
+
+def test_main_refuses_with_exit_1_and_one_error_line(tmp_path, capsys):
+    gt, sub = _write_case(tmp_path, order=[0, 1])
+    assert metrics.main(["--gt", str(gt), "--submission", str(sub)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("error: submission has 2 queries, the ground truth 3;")
+    assert metrics.main(["--gt", str(tmp_path / "absent.txt"), "--submission", str(sub)]) == 1
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_main_needs_both_files_and_says_what_they_hold(capsys):
+    for argv in (["--submission", "s.json"], ["--gt", "gt.txt"]):
+        with pytest.raises(SystemExit) as exit_:
+            metrics.main(argv)
+        assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "the following arguments are required: --gt" in err
+    assert "the following arguments are required: --submission" in err
+    with pytest.raises(SystemExit):
+        metrics.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert text.startswith("usage: python -m lib.metrics [-h] --gt GT --submission SUBMISSION")
+    assert "mAP@10 as the organisers compute it, the standard AP@10 beside it, and recall@k." in text
+    assert "--gt GT official ground truth: text$img1$img2... per line" in text
+    assert '--submission SUBMISSION submission JSON {"results": [...]}' in text

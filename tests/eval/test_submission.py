@@ -74,8 +74,7 @@ def test_text_changed(case):
         results[2]["text"] = results[2]["text"].rstrip(".")
 
     (problem,) = _broken(case, change)
-    assert problem.startswith("query 2:") and "text changed" in problem
-    assert repr(TEXTS[2]) in problem and repr(TEXTS[2].rstrip(".")) in problem
+    assert problem == f"query 2: expected {TEXTS[2]!r}, got {TEXTS[2].rstrip('.')!r} (text changed)"
 
 
 def test_reordered(case):
@@ -110,6 +109,78 @@ def test_unknown_name(case):
     assert validate_submission(case["path"], case["queries"], None) == []
 
 
+def test_an_extra_entry_is_named_after_the_count(case):
+    problems = _broken(case, lambda results: results.append({"text": "x", "image_names": NAMES[0]}))
+    assert problems == [f"4 entries in results, expected 3 (one per line of {case['queries']})",
+                        "query 3 ('x'): extra entry beyond the 3 queries"]
+
+
+def test_entries_that_are_no_objects_with_a_text_or_have_no_names_are_named_and_skipped(case):
+    def wreck(results):
+        results[0] = ["not", "an", "object"]
+        results[1] = {"text": 7, "image_names": NAMES[1]}
+        del results[2]["image_names"]
+
+    assert _broken(case, wreck) == [
+        "entry 0: not an object with a string \"text\": ['not', 'an', 'object']",
+        "entry 1: not an object with a string \"text\": "
+        + repr({"text": 7, "image_names": NAMES[1]})[:80],  # a long entry is cut at 80 characters
+        f"query 2 ({TEXTS[2]!r}): no \"image_names\"",
+    ]
+
+
+def test_an_entry_without_names_does_not_hide_the_next_ones_problems(case):
+    def names_missing_first(results):
+        del results[0]["image_names"]
+        results[2]["image_names"].pop()
+
+    assert _broken(case, names_missing_first) == [
+        f"query 0 ({TEXTS[0]!r}): no \"image_names\"",
+        f"query 2 ({TEXTS[2]!r}): 9 image names, expected exactly 10"]
+
+
+def test_entry_problems_name_the_query_and_its_text():
+    where = "query 4 ('A white Audi.')"
+    assert submission.entry_problems(4, "A white Audi.", "abcdefghij", None) == [
+        f"{where}: image_names must be a list of strings, got 'abcdefghij'"]
+    assert submission.entry_problems(4, "A white Audi.", list(range(10)), None) == [
+        f"{where}: image_names must be a list of strings, got [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]"]
+    assert submission.entry_problems(4, "A white Audi.", [f"{i}.jpg" for i in range(40)], None) == [
+        f"{where}: 40 image names, expected exactly 10"]
+    names = ["a.jpg", "x.jpg", "y.jpg", "x.jpg", "z.jpg", "w.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"]
+    gallery = {"a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"}
+    assert submission.entry_problems(4, "A white Audi.", names, gallery) == [
+        f"{where}: repeated image names ['x.jpg']",
+        f"{where}: 4 names not in the gallery, e.g. ['x.jpg', 'y.jpg', 'z.jpg']"]  # each unknown name once
+
+
+def test_gallery_names_from_a_folder_a_collection_or_none(case, tmp_path):
+    assert submission.gallery_names(case["gallery"]) == GALLERY  # image files only, not notes.txt
+    assert submission.gallery_names(str(case["gallery"])) == GALLERY
+    assert submission.gallery_names(["a.jpg", "a.jpg"]) == {"a.jpg"}
+    assert submission.gallery_names(None) is None
+    with pytest.raises(SubmissionError) as err:
+        submission.gallery_names(tmp_path / "absent")
+    assert str(err.value) == f"gallery directory {tmp_path / 'absent'} does not exist"
+
+
+@pytest.mark.parametrize("document, problem", [
+    ('{"results": [', "{path} is not valid JSON: Expecting value at line 1 column 14 (char 13)"),
+    ('{"results": [{"text": "a", "image_names": []}, "b"]}',
+     "{path}: entry 1 is not an object with a string \"text\": 'b'"),
+    ('{"results": [{"text": 1, "image_names": []}]}',
+     "{path}: entry 0 is not an object with a string \"text\": {{'text': 1, 'image_names': []}}"),
+    ('{"results": [{"text": "a", "image_names": []}, {"text": "b"}]}',
+     "{path}: query 1 ('b') has no \"image_names\" list"),
+])
+def test_read_submission_refuses_a_malformed_file_naming_it(tmp_path, document, problem):
+    path = tmp_path / "submission.json"
+    path.write_text(document, encoding="utf-8")
+    with pytest.raises(SubmissionError) as err:
+        submission.read_submission(path)
+    assert str(err.value) == problem.format(path=path)
+
+
 def test_many_problems_are_cut_at_the_limit_with_the_total(case):
     def wreck(results):
         for entry in results:
@@ -119,6 +190,7 @@ def test_many_problems_are_cut_at_the_limit_with_the_total(case):
     assert len(problems) == 9
     short = validate_submission(case["path"], case["queries"], case["gallery"], limit=4)
     assert len(short) == 5 and short[-1] == "... and 5 more problems (9 in all)"
+    assert validate_submission(case["path"], case["queries"], case["gallery"], limit=9) == problems  # all fit
 
 
 @pytest.mark.parametrize(
@@ -136,6 +208,22 @@ def test_write_refuses_invalid_input_and_leaves_no_file(tmp_path, texts, names, 
     with pytest.raises(SubmissionError, match=message):
         write_submission(target, texts, names, GALLERY)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_write_refusal_names_each_problem_on_its_own_line(tmp_path):
+    with pytest.raises(SubmissionError) as err:
+        write_submission(tmp_path / "s.json", ["", TEXTS[1]], [NAMES[0], NAMES[1][:9]])
+    assert str(err.value) == ("refusing to write an invalid submission:\n"
+                              "query 0 (''): text must be a non-empty string\n"
+                              f"query 1 ({TEXTS[1]!r}): 9 image names, expected exactly 10")
+    with pytest.raises(SubmissionError, match="image_names must be a list of strings, got 'abcdefghij'"):
+        write_submission(tmp_path / "s.json", TEXTS[:1], ["abcdefghij"])  # a string is not 10 names
+    many = [f"text {i}" for i in range(25)]
+    with pytest.raises(SubmissionError) as err:
+        write_submission(tmp_path / "s.json", many, [NAMES[0][:9]] * 25)
+    lines = str(err.value).splitlines()
+    assert len(lines) == 1 + 20 + 1 and lines[-1] == "... and 5 more problems (25 in all)"
+    assert not (tmp_path / "s.json").exists()
 
 
 def test_write_replaces_an_old_file_whole(tmp_path):
@@ -203,3 +291,51 @@ def test_bytes_that_are_not_utf8_are_refused(case):
     case["path"].write_bytes(case["path"].read_bytes().replace("café".encode(), b"caf\xe9"))
     (problem,) = validate_submission(case["path"], case["queries"], case["gallery"])
     assert "is not UTF-8" in problem
+
+
+# The same command line in-process, where the mutation tests can see it (test_cli_exit_codes runs the module).
+def test_main_says_ok_with_what_it_checked(case, capsys):
+    sub, queries, gallery = str(case["path"]), str(case["queries"]), str(case["gallery"])
+    assert submission.main([sub, "--queries", queries, "--gallery", gallery]) == 0
+    assert capsys.readouterr().out == (f"OK {sub}: 3 queries in order, 10 distinct names each, "
+                                       f"all in the gallery {gallery}\n")
+    assert submission.main([sub, "--queries", queries]) == 0
+    assert capsys.readouterr().out == (f"OK {sub}: 3 queries in order, 10 distinct names each, "
+                                       "gallery not checked\n")
+
+
+def test_main_lists_the_problems_with_exit_1(case, capsys):
+    _broken(case, lambda results: results[1]["image_names"].pop())
+    sub, queries, gallery = str(case["path"]), str(case["queries"]), str(case["gallery"])
+    _broken(case, lambda results: results[2]["image_names"].__setitem__(0, "notes.txt"))
+    assert submission.main([sub, "--queries", queries, "--gallery", gallery]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (f"INVALID {sub}:\n"
+                            f"  query 1 ({TEXTS[1]!r}): 9 image names, expected exactly 10\n"
+                            f"  query 2 ({TEXTS[2]!r}): 1 names not in the gallery, e.g. ['notes.txt']\n")
+    assert submission.main([sub, "--queries", queries]) == 1  # without a gallery, the count still fails
+    assert "notes.txt" not in capsys.readouterr().err
+
+
+def test_main_stops_with_exit_1_on_files_it_cannot_read(case, tmp_path, capsys):
+    sub, queries = str(case["path"]), str(case["queries"])
+    assert submission.main([sub, "--queries", queries, "--gallery", str(tmp_path / "absent")]) == 1
+    assert capsys.readouterr().err == f"error: gallery directory {tmp_path / 'absent'} does not exist\n"
+    assert submission.main([sub, "--queries", str(tmp_path / "absent.txt")]) == 1
+    assert capsys.readouterr().err.startswith("error: [Errno 2] No such file or directory")
+
+
+def test_main_usage(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        submission.main(["s.json"])
+    assert exit_.value.code == 2
+    assert "the following arguments are required: --queries" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        submission.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert text.startswith("usage: python -m lib.submission [-h] --queries QUERIES [--gallery GALLERY] "
+                           "submission Validate a submission. ")
+    assert "submission submission JSON" in text
+    assert "--queries QUERIES the queries file (test_text.txt)" in text
+    assert "--gallery GALLERY directory of gallery images (omitted: names are not checked)" in text

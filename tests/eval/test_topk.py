@@ -68,3 +68,36 @@ def test_topk_groups_mask_other_category():
     # a group with fewer than k images: the rest come last with -inf, by index
     s2, i2 = topk(q[:1], g, k=12, query_groups=torch.tensor([1]), gallery_groups=gg)
     assert torch.isinf(s2[0, 10:]).all() and i2[0, 10:].tolist() == [1, 2]
+
+
+def test_topk_returns_ten_by_default_and_needs_0_lt_k_le_gallery():
+    q, g = torch.eye(3, 4), torch.eye(12, 4)
+    scores, idx = topk(q, g)
+    assert scores.shape == idx.shape == (3, 10)
+    # each query's own row first, then the rows that score 0, by index
+    assert idx.tolist() == [list(range(10)), [1, 0, *range(2, 10)], [2, 0, 1, *range(3, 10)]]
+    assert topk(q, g, k=12)[1].shape == (3, 12)  # k may be the whole gallery
+    with pytest.raises(ValueError, match="0 < k <= gallery size, got k=0 for 12 gallery images"):
+        topk(q, g, k=0)
+
+
+def test_topk_of_no_queries_is_empty_with_the_usual_types():
+    scores, idx = topk(torch.empty(0, 4), torch.eye(6, 4), k=5)
+    assert scores.shape == idx.shape == (0, 5)
+    assert scores.dtype == torch.float32 and idx.dtype == torch.long
+
+
+def test_topk_refuses_groups_for_one_side_only():
+    q, g = torch.eye(2, 3), torch.eye(4, 3)
+    for groups in ({"query_groups": torch.zeros(2)}, {"gallery_groups": torch.zeros(4)}):
+        with pytest.raises(ValueError) as err:
+            topk(q, g, k=2, **groups)
+        assert str(err.value) == "pass both query_groups and gallery_groups, or neither"
+
+
+def test_topk_refuses_nan_naming_the_queries_of_the_chunk():
+    q = torch.ones(5, 3)
+    q[3, 1] = float("nan")
+    with pytest.raises(ValueError) as err:
+        topk(q, torch.eye(4, 3), k=2, chunk=2)  # chunks 0..1, 2..3, 4..4: the second one has the NaN
+    assert str(err.value) == "NaN similarity in queries 2..3: check the embeddings"
