@@ -22,7 +22,7 @@ export PYTHONHASHSEED ?= 0
 # The notebooks import `lib` from the repository root whatever their working directory.
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help setup reproduce quick-review promote seed-study test test-fast lint mutation fingerprint bench gpu-proof gpu-wheels lab clean
+.PHONY: help setup reproduce quick-review promote seed-study ablation test test-fast lint mutation fingerprint bench gpu-proof gpu-wheels lab clean
 
 help: ## list the targets
 	@echo "Usage: make TARGET [PROFILE=demo|competition] (first use creates $(VENV) by itself)"
@@ -47,6 +47,9 @@ promote: $(STAMP) ## copy a run into best-result-review/ (RUN=runs/<name>)
 
 seed-study: $(STAMP) ## fine-tune RUN's prepared data again under seeds 0 1 2, table with the spread (ARGS: key=value)
 	$(PY) -m lib.tools.seed_study --run $(RUN) --seeds $(SEEDS) --label $(LABEL) $(ARGS)
+
+ablation: $(STAMP) ## the README's ablation and choices: every row three seeds of RUN's data, val / A / B with paired intervals (about an hour)
+	$(PY) -m lib.tools.ablation --run $(RUN) --seeds $(SEEDS) $(ARGS)
 
 test: $(STAMP) ## run the whole test suite (unit tests, notebooks with papermill, nbval record)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
