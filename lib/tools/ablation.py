@@ -159,6 +159,13 @@ def markdown(frame: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
+def table_paths(runs_root: Path, run_name: str, label: str) -> tuple[Path, Path]:
+    """<runs_root>/<run>-<label>.csv and .md, appended to the name: a run's name holds dots
+    (lr0.0003), which Path.with_suffix would take for a suffix and cut."""
+    stem = f"{run_name}-{label}"
+    return runs_root / f"{stem}.csv", runs_root / f"{stem}.md"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lib.tools.ablation", description=__doc__.split("\n")[0])
     parser.add_argument("--run", required=True, help="a run whose notebooks 01 and 02 have run")
@@ -181,12 +188,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     frame = table(rows, folders)
-    out = base_cfg.path("runs_root") / f"{base_run.name}-{args.label}"
-    frame.to_csv(out.with_suffix(".csv"), index=False, float_format="%.4f")
+    csv_path, md_path = table_paths(base_cfg.path("runs_root"), base_run.name, args.label)
+    frame.to_csv(csv_path, index=False, float_format="%.4f")
     text = markdown(frame)
-    out.with_suffix(".md").write_text(text + "\n", encoding="utf-8")
+    md_path.write_text(text + "\n", encoding="utf-8")
     print(text)
-    print(f"tables: {out.with_suffix('.csv')}, {out.with_suffix('.md')}")
+    print(f"tables: {csv_path}, {md_path}")
     return 0
 
 

@@ -45,6 +45,12 @@ def test_every_reference_is_a_row_and_the_chain_starts_at_zero_shot():
     assert [row.name for row in ablation.CHAIN if row.trains][-1] == DEFAULT
 
 
+def test_the_tables_are_named_after_the_whole_run_name_dots_included(tmp_path):
+    run = "2026_12_02-10_54_32-kit-tiny-vit-lr0.0003-b64"
+    csv_path, md_path = ablation.table_paths(tmp_path, run, "ablation")
+    assert csv_path == tmp_path / f"{run}-ablation.csv" and md_path == tmp_path / f"{run}-ablation.md"
+
+
 @pytest.mark.slow
 @pytest.mark.notebook
 def test_rows_on_the_smoke_run(smoke_notebook, smoke_workspace):
