@@ -1,6 +1,7 @@
 """lib.record_figures: the README's figures of the record are the record's own, and only it writes them."""
 import json
 import shutil
+from html.parser import HTMLParser
 
 import pandas as pd
 import pytest
@@ -35,3 +36,77 @@ def test_the_block_is_read_from_the_files_and_replaced_between_the_markers(tmp_p
     readme.write_text("no markers")
     with pytest.raises(KitError, match="no record block"):
         record_figures.update_readme(readme, record)
+
+
+class _HtmlTable(HTMLParser):
+    """The rows of the HTML tables in a notebook output (pandas Styler), cells as text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self._cell: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = ""
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append(self._cell.strip())
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+
+def _cell_table(notebook: dict, cell_id: str) -> list[list[str]]:
+    cell = next(c for c in notebook["cells"] if c.get("id") == cell_id)
+    html = next("".join(o["data"]["text/html"]) for o in cell["outputs"] if "text/html" in o.get("data", {}))
+    parser = _HtmlTable()
+    parser.feed(html)
+    return [row for row in parser.rows if row]
+
+
+def _readme_rerank_rows() -> list[list[str]]:
+    lines = (REPO_ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    start = lines.index("| setting | val | test A | test B | Δ val | Δ A | Δ B |")
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+def _num(text: str) -> float:
+    return float(text.replace("−", "-"))
+
+
+def _close(readme: list[float], notebook: list[float]) -> bool:
+    """The README's 3 decimals against the notebook's 4 (its Styler's precision): within half a unit."""
+    return all(abs(a - b) <= 5e-4 + 1e-9 for a, b in zip(readme, notebook, strict=True))
+
+
+def test_the_readme_rerank_table_is_the_records_04_side_by_side():
+    notebook = json.loads((RECORD / "04_infer.ipynb").read_text(encoding="utf-8"))
+    scores = {row[0]: [float(x) for x in row[1:]] for row in _cell_table(notebook, "compare3")[2:]}
+    deltas = {}  # variant -> split -> (delta, low, high); the variant cell spans its splits' rows
+    variant = ""
+    for row in _cell_table(notebook, "compare5")[2:]:
+        if len(row) == 6:
+            variant, row = row[0], row[1:]
+        deltas.setdefault(variant, {})[row[0]] = tuple(float(x) for x in row[1:4])
+    readme = _readme_rerank_rows()
+    assert len(readme) == len(scores), "README's re-ranking table has another number of rows than 04's"
+    for cells, (name, (val, _test, board_a, board_b)) in zip(readme, scores.items(), strict=True):
+        assert _close([_num(c) for c in cells[1:4]], [val, board_a, board_b]), name
+        for cell, split in zip(cells[4:7], ("val", "test_A", "test_B"), strict=True):
+            if name == "first stage":
+                assert cell == ""
+                continue
+            delta, low, high = (_num(x.strip("[],")) for x in cell.split())
+            expected = deltas[name][split]
+            assert _close([delta, low, high], expected), (name, split)
