@@ -105,7 +105,7 @@ class Config:
     save_every_steps: int = knob(1000, ge=0)
     keep_checkpoints: int = knob(0, ge=0)  # > 0: keep only the N newest epoch_N.pt (and the best); 0: all
     max_bad_image_fraction: float = knob(0.0, ge=0, le=1)  # images that may be missing or corrupt
-    # --- weight averaging after training (lib.eval.soup; off until a seed study on val + A says otherwise)
+    # --- weight averaging after training (lib.eval.soup; off: the README's ablation)
     # none: the best epoch is scored. uniform: the mean of every epoch checkpoint. greedy: epochs by
     # selection score, each added only if the soup does not score lower (Wortsman et al. 2022). wise:
     # WiSE-FT, (1 - alpha) * pretrained + alpha * the best epoch. The selection score is val's official
