@@ -56,7 +56,7 @@ test: $(STAMP) ## run the whole test suite (unit tests, notebooks with papermill
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is broken (tests/ missing?)" >&2; fi; \
 	exit $$rc
 
-test-fast: $(STAMP) ## the unit tests without the slow ones (pipelines, notebooks, record, DDP): under a minute
+test-fast: $(STAMP) ## the unit tests without the slow ones (pipelines, notebooks, record, DDP): a minute or two
 	@$(PY) -m pytest -m "not slow" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is broken (tests/ missing?)" >&2; fi; \
 	exit $$rc
