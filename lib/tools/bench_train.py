@@ -111,15 +111,34 @@ def write_table(path: Path, image_paths: list[Path], captions: list[str], rows: 
     return path
 
 
+def _race(cfg: Config, image_paths: list[Path], captions: list[str], workdir: Path, *, steps: int,
+          quick: bool) -> tuple[dict[str, Any], int, int, int]:
+    """(spec, batch, warmup, rows) shared by the races: one epoch of warmup + 1 steps that open the
+    timing window and `steps` timed ones, on a CSV cycling through the images."""
+    batch = 8 if quick else cfg.batch_size
+    warmup = 2 if quick else 5
+    rows = batch * (warmup + steps + 1)
+    spec = {"model": cfg.model, "csv": str(write_table(workdir / "train.csv", image_paths, captions, rows)),
+            "batch_size": batch, "workers": cfg.workers, "seed": cfg.seed, "lr": cfg.lr,
+            "weight_decay": cfg.weight_decay, "beta1": cfg.beta1, "beta2": cfg.beta2, "eps": cfg.eps}
+    return spec, batch, warmup, rows
+
+
+def _summary(rates: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
+    """Each side's best (the least disturbed) and median samples/s, and every run's."""
+    return {side: {"best_samples_per_s": max(v), "median_samples_per_s": statistics.median(v),
+                   "runs_samples_per_s": [round(x, 2) for x in v]} for side, v in rates.items()}
+
+
+def _ratio(summary: dict[str, dict[str, Any]]) -> float:
+    return summary["kit"]["best_samples_per_s"] / summary["peer"]["best_samples_per_s"]
+
+
 def bench_train(cfg: Config, image_paths: list[Path], captions: list[str], workdir: Path, *, steps: int,
                 quick: bool, threads: int, repeats: int) -> dict[str, Any]:
     """Alternate kit and peer runs; the figure is each side's best samples/s."""
-    batch = 8 if quick else cfg.batch_size
-    warmup = 2 if quick else 5
-    rows = batch * (warmup + steps + 1)  # one epoch: warmup + 1 steps open the window, `steps` are timed
-    spec = {"model": cfg.model, "csv": str(write_table(workdir / "train.csv", image_paths, captions, rows)),
-            "batch_size": batch, "workers": cfg.workers, "threads": threads, "seed": cfg.seed, "lr": cfg.lr,
-            "weight_decay": cfg.weight_decay, "beta1": cfg.beta1, "beta2": cfg.beta2, "eps": cfg.eps}
+    spec, batch, warmup, rows = _race(cfg, image_paths, captions, workdir, steps=steps, quick=quick)
+    spec["threads"] = threads
     rates: dict[str, list[float]] = {side: [] for side in SIDES}
     walls: dict[str, list[float]] = {side: [] for side in SIDES}
     for r in range(repeats):
@@ -130,34 +149,26 @@ def bench_train(cfg: Config, image_paths: list[Path], captions: list[str], workd
             if len(stamps) != warmup + steps + 1:
                 raise AssertionError(f"{side}: {len(stamps)} optimizer steps, expected {warmup + steps + 1}")
             rates[side].append(samples_per_s(stamps, batch, warmup))
-    summary = {side: {"best_samples_per_s": max(v), "median_samples_per_s": statistics.median(v),
-                      "runs_samples_per_s": [round(x, 2) for x in v],
-                      "runs_wall_s_with_startup": walls[side]} for side, v in rates.items()}
+    summary = _summary(rates)
+    for side in SIDES:
+        summary[side]["runs_wall_s_with_startup"] = walls[side]
     return {"model": cfg.model, "batch_size": batch, "workers": cfg.workers, "precision": "fp32",
-            "timed_steps": steps, "warmup_steps": warmup, "pairs": rows, **summary,
-            "ratio": summary["kit"]["best_samples_per_s"] / summary["peer"]["best_samples_per_s"]}
+            "timed_steps": steps, "warmup_steps": warmup, "pairs": rows, **summary, "ratio": _ratio(summary)}
 
 
 def bench_threads(cfg: Config, image_paths: list[Path], captions: list[str], workdir: Path, *, steps: int,
                   quick: bool, cores: int, repeats: int) -> dict[str, Any]:
     """The kit's training loop with one torch thread ("kit") against one per core ("peer", torch's
     default), alternated: what the demo's `threads: 1` costs or saves on this machine."""
-    batch = 8 if quick else cfg.batch_size
-    warmup = 2 if quick else 5
-    rows = batch * (warmup + steps + 1)
-    spec = {"model": cfg.model, "csv": str(write_table(workdir / "train.csv", image_paths, captions, rows)),
-            "batch_size": batch, "workers": cfg.workers, "seed": cfg.seed, "lr": cfg.lr,
-            "weight_decay": cfg.weight_decay, "beta1": cfg.beta1, "beta2": cfg.beta2, "eps": cfg.eps}
+    spec, batch, warmup, _ = _race(cfg, image_paths, captions, workdir, steps=steps, quick=quick)
     rates: dict[str, list[float]] = {"kit": [], "peer": []}
     for r in range(repeats):
         for side, threads in (("kit", 1), ("peer", cores))[::1 if r % 2 == 0 else -1]:
             stamps = run_side("kit", {**spec, "threads": threads}, workdir / f"threads{threads}_{r}")
             rates[side].append(samples_per_s(stamps, batch, warmup))
-    summary = {side: {"best_samples_per_s": max(v), "median_samples_per_s": statistics.median(v),
-                      "runs_samples_per_s": [round(x, 2) for x in v]} for side, v in rates.items()}
+    summary = _summary(rates)
     return {"model": cfg.model, "batch_size": batch, "workers": cfg.workers,
-            "threads": {"kit": 1, "peer": cores}, "timed_steps": steps, **summary,
-            "ratio": summary["kit"]["best_samples_per_s"] / summary["peer"]["best_samples_per_s"]}
+            "threads": {"kit": 1, "peer": cores}, "timed_steps": steps, **summary, "ratio": _ratio(summary)}
 
 
 def main(argv: list[str] | None = None) -> int:
