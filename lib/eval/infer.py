@@ -20,7 +20,7 @@ from lib.data.layout import TEST_GT_FILE
 from lib.data.prepare import Prepared, load_prepared, write_table
 from lib.data.relevance import read_ground_truth, relevance_sets
 from lib.eval import metrics, retrieval, scoring, submission
-from lib.eval.boards import BOARDS, split_boards
+from lib.eval.boards import split_boards
 from lib.eval.metrics import check_same_queries
 from lib.files import atomic_write_text, sha256_file
 from lib.model.encode import truncated_texts
@@ -105,10 +105,7 @@ def infer(cfg: Config, run_dir: Path, checkpoint: str = "", prep: Prepared | Non
     if relevant is not None:
         test_scores = scoring.score_table(test_result.image_names, relevant, kinds)
         boards = split_boards(kinds)
-        for board in BOARDS:
-            pick = [i for i, b in enumerate(boards) if b == board]
-            board_scores[board] = scoring.score_table([test_result.image_names[i] for i in pick],
-                                                      [relevant[i] for i in pick], [kinds[i] for i in pick])
+        board_scores = scoring.board_tables(test_result.image_names, relevant, kinds, boards)
         per_query.append(per_query_table("test", test_result.image_names, relevant, kinds, boards))
     truncated = truncated_texts(tokenizer, test_result.encoded_texts)
     result = Inference(chosen, val_scores, val_result, test_result, path, test_scores, board_scores,

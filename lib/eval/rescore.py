@@ -24,7 +24,7 @@ from lib.config import Config
 from lib.data.prepare import Prepared, load_prepared
 from lib.data.relevance import relevance_sets
 from lib.eval import infer, retrieval, scoring
-from lib.eval.boards import BOARDS, split_boards
+from lib.eval.boards import split_boards
 from lib.eval.paired import paired_difference
 from lib.eval.rerank import settings
 from lib.model.factory import model_from_config
@@ -134,11 +134,10 @@ def rescore_splits(cfg: Config, splits: Sequence[Split],
             ranked = [[split.gallery_names[j] for j in row] for row in idx.tolist()]
             rankings[(name, split.name)] = ranked
             tables[(name, split.name)] = scoring.score_table(ranked, split.relevant, split.kinds)
-            for board in BOARDS if split.boards is not None else ():
-                pick = np.flatnonzero(split.boards == board)
-                tables[(name, f"{split.name}_{board}")] = scoring.score_table(
-                    [ranked[i] for i in pick], [split.relevant[i] for i in pick],
-                    [split.kinds[i] for i in pick])
+            if split.boards is not None:
+                for board, board_table in scoring.board_tables(ranked, split.relevant, split.kinds,
+                                                               split.boards).items():
+                    tables[(name, f"{split.name}_{board}")] = board_table
             rows = infer.per_query_table(split.name, ranked, split.relevant, split.kinds, split.boards)
             per_query.append(rows.assign(variant=name)[["variant", *rows.columns]])
     scores = pd.concat(tables, names=["variant", "split", "kind"])
@@ -153,7 +152,7 @@ def rescore(cfg: Config, run_dir: Path, result: infer.Inference,
     are known (the demo). The mirrored galleries are encoded (or read from the cache) only when a
     variant flips and the run's own retrieval did not make them."""
     prep = prep or load_prepared(Path(run_dir))
-    val_gallery = sorted({str(resolve(p)) for p in prep.val["filepath"]})
+    val_gallery = scoring.split_gallery(prep.val)
     splits = [(Split("val", result.val_result.query_emb, result.val_result.gallery_emb,
                      result.val_result.gallery_names, list(prep.val["kind"]), relevance_sets(prep.val),
                      gallery_flip=result.val_result.gallery_flip_emb), val_gallery)]

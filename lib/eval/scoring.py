@@ -5,7 +5,7 @@ number a run reports while training is the number the final notebook prints.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import torch
 from lib.config import Config
 from lib.data.relevance import relevance_sets
 from lib.eval import metrics, retrieval
+from lib.eval.boards import BOARDS
 from lib.paths import resolve
 
 VAL_EVALUATOR = "lib.eval.scoring:run_val_evaluator"  # the training loop's evaluator, by name (torchrun)
@@ -32,12 +33,28 @@ def score_table(image_names: list[list[str]], relevant: list[set[str]], kinds: l
     return pd.DataFrame(rows).T[list(metrics.SUMMARY_KEYS)]
 
 
+def board_tables(image_names: list[list[str]], relevant: list[set[str]], kinds: list[str],
+                 boards: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """score_table on each test board's queries ("A", "B": lib.eval.boards), in query order."""
+    tables = {}
+    for board in BOARDS:
+        pick = [i for i, b in enumerate(boards) if b == board]
+        tables[board] = score_table([image_names[i] for i in pick], [relevant[i] for i in pick],
+                                    [kinds[i] for i in pick])
+    return tables
+
+
+def split_gallery(table: pd.DataFrame) -> list[str]:
+    """A labelled split's gallery: its images, unique, resolved and sorted (every line is a query)."""
+    return sorted({str(resolve(p)) for p in table["filepath"]})
+
+
 def evaluate_split(model: torch.nn.Module, tokenizer: Any, preprocess_cfg: Any, table: pd.DataFrame,
                    relevant: list[set[str]], cfg: Config, *, model_id: str | None = None,
                    cache_dir: str | Path | None = retrieval.DEFAULT_CACHE_DIR, progress: bool = True,
                    ) -> tuple[pd.DataFrame, retrieval.RetrievalResult]:
     """Every line of `table` is a query; its images (unique, sorted) are the gallery."""
-    gallery = sorted({str(resolve(p)) for p in table["filepath"]})
+    gallery = split_gallery(table)
     result = retrieval.retrieve(model, tokenizer, preprocess_cfg, list(table["text"]), list(table["kind"]),
                                 gallery, model_id=model_id, cache_dir=cache_dir, progress=progress,
                                 **retrieval.options(cfg))
