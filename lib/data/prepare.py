@@ -105,6 +105,11 @@ def prepare(cfg: Config, run_dir: Path, progress: bool = True) -> Prepared:
     return Prepared(train, val, queries, test_gallery, vocab, data_dir)
 
 
+def image_paths(table: pd.DataFrame) -> dict[str, Path]:
+    """Image name -> its file, resolved: what plots.topk_grid looks a ranking's names up in."""
+    return {name: resolve(path) for name, path in zip(table["image"], table["filepath"], strict=True)}
+
+
 def write_table(table: pd.DataFrame, path: Path) -> Path:
     """A prepared table as CSV ("\n" line ends), written atomically: a later step that finds it
     may trust it."""

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from lib.config import Config
-from lib.data.prepare import Prepared, load_prepared
+from lib.data.prepare import Prepared, image_paths, load_prepared
 from lib.data.relevance import relevance_sets
 from lib.eval import infer, retrieval, scoring
 from lib.eval.boards import split_boards
@@ -109,6 +109,16 @@ class Rescored:
                 ranked.append(self.rankings[(name, split)][i])
                 relevant.append(self.relevant[split][i])
         return labels, ranked, relevant
+
+    def before_after_examples(self, prep: Prepared, variant: str = "a3r", n: int = 2
+                              ) -> tuple[str, list[str], list[list[str]], dict[str, Path], list[set[str]]]:
+        """04's before/after grid for the n queries `variant` helped most and the n it hurt most, on
+        test where its answers are known, else val: (split, labels, rankings, image paths, relevant)."""
+        split = "test" if "test" in self.relevant else "val"
+        table, queries = (prep.test_gallery, prep.test_queries) if split == "test" else (prep.val, prep.val)
+        picked = self.most_changed(variant, split, n)
+        labels, ranked, relevant = self.before_after(variant, split, picked, list(queries["text"]))
+        return split, labels, ranked, image_paths(table), relevant
 
 
 def rescore_splits(cfg: Config, splits: Sequence[Split],

@@ -2,6 +2,8 @@
 embeddings only; on the smoke run, from what infer returned (slow)."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -84,6 +86,20 @@ def test_most_changed_and_before_after_give_the_grid_its_rows():
     assert ranked[0] == result.rankings[(rescore.FIRST_STAGE, "val")][q] != ranked[1]
     assert ranked[1] == result.rankings[("a3r", "val")][q] and relevant == [val.relevant[q]] * 2
     assert result.most_changed(rescore.FIRST_STAGE, "val") == []  # nothing changes against itself
+
+
+def test_before_after_examples_take_val_without_test_answers_and_name_each_image_file(tmp_path):
+    val = split("val", 18, False, 2)
+    result = rescore.rescore_splits(CFG, [val], {"a3r": {"rerank": "a3r"}})
+    names = val.gallery_names
+    table = pd.DataFrame({"image": names, "filepath": [str(tmp_path / n) for n in names],
+                          "text": [f"query {i}" for i in range(48)]})
+    prep = SimpleNamespace(val=table.iloc[:18], test_gallery=None, test_queries=None)
+    shown, labels, ranked, paths, relevant = result.before_after_examples(prep, "a3r", 1)
+    q = result.most_changed("a3r", "val", 1)
+    expected = result.before_after("a3r", "val", q, list(table["text"]))
+    assert shown == "val" and (labels, ranked, relevant) == expected
+    assert set(paths) == set(val.gallery_names[:18]) and paths["g000.jpg"] == tmp_path / "g000.jpg"
 
 
 def test_variants_are_validated_and_a3r_needs_the_mirror():
