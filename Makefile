@@ -3,45 +3,54 @@
 SHELL := /bin/bash
 
 PROFILE ?= demo
+PROFILES := $(sort $(basename $(notdir $(wildcard configs/*.yaml))))
 RESUME ?=
-RUN ?= runs/latest
+RUN ?= runs/$(PROFILE)/latest
 ARGS ?=
+LAB_ARGS ?=
 SEEDS ?= 0 1 2
 LABEL ?= study
 MUTATION_JOBS ?= 2
 PYTHON ?= python3
-VENV := .venv
+KERNEL := fmc-track2-kit
+# The environment the targets use: .venv (made by the first target that needs it), or the conda
+# environment of environment.yml when it is active, or any other with VENV=<its prefix>.
+VENV ?= $(if $(filter $(KERNEL),$(CONDA_DEFAULT_ENV)),$(CONDA_PREFIX),.venv)
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.requirements-stamp
-# gpu-proof and gpu-wheels need no venv (the lent GPU machine has none): the venv's python when there
+PIP := $(PY) -m pip install --disable-pip-version-check -q
+STAMP := $(VENV)/.fmc-track2-kit-stamp
+# gpu-proof and gpu-wheels need no venv (a GPU machine may have none): the venv's python when there
 # is one, else $(PYTHON).
 GPU_PY ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
 # Model hubs are unreachable on many machines: never let a run hang on one (override: HF_HUB_OFFLINE=0).
 export HF_HUB_OFFLINE ?= 1
 export PYTHONHASHSEED ?= 0
-# The notebooks import `lib` from the repository root whatever their working directory.
-export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help setup reproduce quick-review promote seed-study ablation test test-fast lint mutation fingerprint bench gpu-proof gpu-wheels lab clean
+.PHONY: help setup reproduce quick-review promote seed-study ablation test test-fast lint mutation fingerprint bench gpu-proof gpu-wheels lab clean clean-runs
 
 help: ## list the targets
-	@echo "Usage: make TARGET [PROFILE=demo|competition] (first use creates $(VENV) by itself)"
+	@echo "Usage: make TARGET [PROFILE=$(subst $() ,|,$(PROFILES))|FILE.yaml] [ARGS=\"key=value ...\"]"
+	@echo "(the first target that needs it creates $(VENV) by itself)"
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-setup: $(STAMP) ## create .venv with pip (again only when requirements.txt changes)
+setup: $(STAMP) ## create the environment: .venv with the pinned packages, the kit installed in it (editable), a Jupyter kernel
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(PIP) -r requirements.txt
+	$(PIP) --no-deps --no-build-isolation -e . || $(PIP) --no-deps -e .
+	@$(PY) -m ipykernel install --user --name $(KERNEL) --display-name "Python ($(KERNEL))" >/dev/null 2>&1 \
+	  && echo "Jupyter kernel \"Python ($(KERNEL))\" registered: pick it in a Jupyter started from elsewhere" \
+	  || echo "note: the Jupyter kernel $(KERNEL) could not be registered; make lab works without it"
 	@cp requirements.txt $(STAMP)
 
-reproduce: $(STAMP) ## run the pipeline into runs/<name>/ (PROFILE=demo); RESUME=runs/<name> continues a run
+reproduce: $(STAMP) ## run the pipeline into runs/<profile>/<name>/; RESUME=runs/<profile>/<name> continues a run
 	$(PY) -m lib.pipeline $(if $(RESUME),--resume $(RESUME),--profile $(PROFILE)) $(ARGS)
 
 quick-review: $(STAMP) ## regenerate the submission from best-result-review/ and compare
 	$(PY) -m lib.pipeline --review
 
-promote: $(STAMP) ## copy a run into best-result-review/ (RUN=runs/<name>)
+promote: $(STAMP) ## make a finished run the record in best-result-review/ (RUN=runs/<profile>/<name>)
 	$(PY) -m lib.review promote $(RUN)
 	$(PY) -m lib.pipeline --review --record
 
@@ -84,8 +93,19 @@ gpu-proof: ## bigG speed and memory, the CUDA pipeline, torchrun with NCCL, in o
 gpu-wheels: ## download into .whl/ what gpu-proof needs on a GPU machine without it (Python 3.12, x86-64)
 	$(GPU_PY) -m lib.tools.gpu_wheels download
 
-lab: $(STAMP) ## start Jupyter Lab on the notebooks
-	$(VENV)/bin/jupyter lab notebooks/
+lab: $(STAMP) ## Jupyter Lab at the repository root, opened on notebooks/ (LAB_ARGS="--port 8889 --no-browser")
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --ServerApp.default_url=/lab/tree/notebooks \
+	  $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
-clean: ## remove runs and generated demo data (keeps .venv and best-result-review/)
-	rm -rf runs data/demo data/smoke .pytest_cache mutants
+clean: ## remove what can be rebuilt (generated demo data, caches, quick-review output); never a run
+	rm -rf data/demo data/smoke .cache .pytest_cache mutants runs/quick-review runs/quick-review-notebook \
+	  runs/quick-review-logs
+
+clean-runs: ## delete every run under runs/ (asks first; CONFIRM=yes answers for you)
+	@n=$$(find runs -name params.yaml 2>/dev/null | wc -l); \
+	if [ "$$n" = 0 ]; then echo "no run under runs/"; exit 0; fi; \
+	if [ "$(CONFIRM)" != yes ]; then \
+	  read -r -p "delete runs/ and its $$n run(s), checkpoints included? type yes: " answer || answer=; \
+	  if [ "$$answer" != yes ]; then echo "kept runs/"; exit 1; fi; \
+	fi; \
+	rm -rf runs && echo "deleted runs/ ($$n run(s))"

@@ -105,6 +105,9 @@ class Config:
     save_every_steps: int = knob(1000, ge=0)
     keep_checkpoints: int = knob(0, ge=0)  # > 0: keep only the N newest epoch_N.pt (and the best); 0: all
     max_bad_image_fraction: float = knob(0.0, ge=0, le=1)  # images that may be missing or corrupt
+    # 03_train's check that fine-tuning beat the starting point (val mAP@10 of the kept epoch above
+    # epoch 0's): fail stops the run there with the way on, warn says so and goes on
+    no_gain_over_zero_shot: str = knob("fail", choices=("fail", "warn"))
     # --- weight averaging after training (lib.eval.soup; off: the README's ablation)
     # none: the best epoch is scored. uniform: the mean of every epoch checkpoint. greedy: epochs by
     # selection score, each added only if the soup does not score lower (Wortsman et al. 2022). wise:
@@ -233,6 +236,24 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             raise ConfigError(f"override {item!r}: the value is not valid YAML") from None
     _check_keys(parsed, source="command line")
     return parsed
+
+
+def as_overrides(value: Any) -> dict[str, Any]:
+    """A notebook's `overrides`: a mapping, or its JSON / YAML text (papermill's `-p overrides '{...}'`
+    passes a string); keys checked. None or "" is no override."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return {}
+    if isinstance(value, str):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"overrides {value!r} is not valid JSON or YAML; write a mapping, e.g. "
+                              "'{\"query_policy\": \"none\"}'") from None
+    if not isinstance(value, typing.Mapping) or not all(isinstance(k, str) for k in value):
+        raise ConfigError(f"overrides must be a mapping of parameter: value, e.g. {{\"lr\": 1e-4}} (or its "
+                          f"JSON / YAML text), got {type(value).__name__} {value!r}")
+    _check_keys(dict(value), source="overrides")
+    return dict(value)
 
 
 def to_yaml(cfg: Config, provenance: dict[str, Any] | None = None) -> str:

@@ -63,3 +63,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """UTF-8, "\\n" line ends whatever the platform."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def sidecar(path: str | os.PathLike) -> Path:
+    """`<path>.sha256`, where a large file's digest is kept (checkpoints)."""
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
+def recorded_sha256(path: str | os.PathLike) -> str:
+    """The digest in `<path>.sha256`, or "" when there is none."""
+    side = sidecar(path)
+    return side.read_text(encoding="utf-8").split()[0].lower() if side.is_file() else ""
+
+
+def write_sidecar(path: str | os.PathLike, digest: str) -> Path:
+    return atomic_write_text(sidecar(path), f"{digest}  {Path(path).name}\n")

@@ -1,42 +1,50 @@
 """`make reproduce`: execute the numbered notebooks with papermill into one run directory.
 
-The notebooks are the record a person reads; this runner only sequences them, stops at the first
-failure with the notebook's name and the failing cell's error, and keeps the executed copy.
+The notebooks are the record a person reads; this runner only sequences them, shows their progress
+in the terminal, stops at the first failure with the notebook's name and the failing cell's error,
+and keeps the executed copy.
 
     python -m lib.pipeline [--profile demo|competition|smoke|FILE.yaml] [key=value ...]
-    python -m lib.pipeline --resume runs/<name> [--from STEP] [key=value ...]
+    python -m lib.pipeline --resume runs/<profile>/<name> [--from STEP] [key=value ...]
 
 A run survives what happens to it: `--resume` continues it from the first step that did not
 complete (lib.steps verifies what the completed ones wrote), and training from its latest
-checkpoint, so that a run killed at any moment ends with the same bytes as one never stopped.
-`--from STEP` runs STEP and the later steps again (e.g. 04_infer after changing the query policy);
-a retrained 03_train first moves the old checkpoints aside. Overrides given with --resume are
-recorded in the run's params.yaml. No wall-clock limit stops a healthy run (`--cell-timeout`
-sets one); a hung DataLoader worker is caught where it can hang (lib.data.images.WORKER_TIMEOUT_S).
+checkpoint when it was made from the same inputs and parameters, so that a run killed at any
+moment ends with the same bytes as one never stopped. Parameters given with --resume (or edited
+into params.yaml by hand) are recorded in the run's history, and the steps they affect run again
+from scratch; so does every step after one that runs again (old training outputs move to
+superseded/). `--from STEP` runs STEP and the later ones again. No wall-clock limit stops a
+healthy run (`--cell-timeout` sets one); a hung DataLoader worker is caught where it can hang
+(lib.data.images.WORKER_TIMEOUT_S).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import errno
 import json
 import os
 import shutil
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from lib import config as config_mod
-from lib import preflight, runs, steps
+from lib import preflight, progress, runs, steps
 from lib.config import Config
 from lib.errors import KitError
 from lib.files import DiskFull
 from lib.paths import REPO_ROOT, portable
-from lib.steps import PIPELINE
+from lib.steps import PIPELINE, TRAIN_STEP
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-TRAINING_OUTPUTS = ("checkpoints", "metrics.jsonl", "out.log", "tensorboard")  # moved aside to retrain
+TRAINING_OUTPUTS = ("checkpoints", "metrics.jsonl", "out.log", "tensorboard", "soup.json")  # moved to retrain
+KERNEL_QUIET = ["--IPKernelApp.log_level=ERROR"]  # no transport warning from each kernel in the terminal
+Log = Callable[[str], None]
 
 
 class NotebookFailed(KitError, RuntimeError):
@@ -57,149 +65,263 @@ def pipeline_notebooks() -> list[str]:
     return [name for name in PIPELINE if (NOTEBOOK_DIR / f"{name}.ipynb").exists()]
 
 
-def ensure_kernel_env() -> None:
-    """The kernel runs in notebooks/: let it import `lib`, never reach for a model hub, and keep
-    progress bars to a few lines a minute in the stored notebook (a 126k-image loop would store
-    every refresh)."""
-    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
-    if str(REPO_ROOT) not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, paths)])
+@contextlib.contextmanager
+def kernel_env(progress_file: Path) -> Iterator[None]:
+    """The environment a pipeline notebook's kernel starts with (restored afterwards): `lib` importable
+    whatever the kit's install, no model hub, progress reported to `progress_file`, the run marked
+    as the pipeline's (lib.steps.open_step records hand runs only), figures from the inline backend."""
+    saved = dict(os.environ)
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    python_path = os.pathsep.join([str(REPO_ROOT), *[p for p in paths if p != str(REPO_ROOT)]])
+    os.environ.update({"PYTHONPATH": python_path, progress.LOG_ENV: str(progress_file),
+                       steps.PIPELINE_ENV: "1", "TQDM_MININTERVAL": "1"})
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TQDM_MININTERVAL", "20")
-    os.environ.pop("MPLBACKEND", None)  # a kernel shows figures with its inline backend only
+    os.environ.pop("MPLBACKEND", None)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+class _Terminal:
+    """What the person running the pipeline sees of a notebook: the progress lines its kernel reports
+    (lib.progress), printed as they arrive with the step's name, and kept in `<run>/logs/<step>.log`.
+    (Everything the notebook printed is in the executed notebook; training's full log is out.log.)"""
+
+    def __init__(self, name: str, log_path: Path, log: Log):
+        self.name, self.log_path, self.log = name, log_path, log
+        self.progress_file = log_path.with_name(f".{log_path.stem}.progress")
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.progress_file.write_text("", encoding="utf-8")
+        self._stop = threading.Event()
+        self._offset = 0
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+
+    def __enter__(self) -> _Terminal:
+        self._append(f"--- {dt.datetime.now().isoformat(timespec='seconds')} {self.name}")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._drain()
+        self.progress_file.unlink(missing_ok=True)
+
+    def _append(self, text: str) -> None:
+        with self.log_path.open("a", encoding="utf-8") as f:
+            f.write(text + "\n")
+
+    def _follow(self) -> None:
+        while not self._stop.wait(0.5):
+            self._drain()
+
+    def _drain(self) -> None:
+        try:
+            with self.progress_file.open("rb") as f:
+                f.seek(self._offset)
+                chunk = f.read()
+        except OSError:
+            return
+        complete = chunk[: chunk.rfind(b"\n") + 1]  # a line being written waits for its end
+        self._offset += len(complete)
+        for line in complete.decode("utf-8", errors="replace").splitlines():
+            self.log(f"[{self.name}] {line}")
+            self._append(line)
+
+
+def final_stream_states(path: Path) -> None:
+    """Keep what a terminal would show of each cell's printed output: consecutive stream outputs
+    merged, each progress bar's redraws (carriage returns) reduced to its last state, the lines a bar
+    cleared dropped, an output left empty removed."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type != "code" or not cell.get("outputs"):
+            continue
+        merged: list = []
+        for output in cell.outputs:
+            if (output.output_type == "stream" and merged and merged[-1].output_type == "stream"
+                    and merged[-1].name == output.name):
+                merged[-1].text += output.text
+            else:
+                merged.append(output)
+        for output in merged:
+            if output.output_type == "stream":
+                output.text = carriage_returns_applied(output.text)
+        cell.outputs = [o for o in merged if o.output_type != "stream" or o.text.strip()]
+    nbformat.write(nb, path)
+
+
+def carriage_returns_applied(text: str) -> str:
+    """Each line as a terminal leaves it: text after a carriage return overwrites the line from its
+    start; a line that a carriage return left blank (a bar cleared for a message) is dropped."""
+    lines = []
+    for line in text.split("\n"):
+        shown = ""
+        for part in line.split("\r"):
+            shown = part + shown[len(part):]
+        if shown.strip() or "\r" not in line:
+            lines.append(shown.rstrip())
+    return "\n".join(lines)
 
 
 def run_notebook(name: str, out_dir: Path, parameters: dict[str, Any], timeout_s: int | None = None,
-                 log=print) -> Path:
+                 log: Log = print, log_path: Path | None = None) -> Path:
     """Execute one notebook with papermill into out_dir/<name>.ipynb (written whole: papermill saves
-    into a partial file that replaces it at the end); on failure raise with the cell's error."""
+    into a partial file that replaces it at the end), showing its progress; on failure raise with the
+    cell's error. `log_path`: the step's log (default `<out_dir>/logs/<name>.log`)."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
-    ensure_kernel_env()
     source = NOTEBOOK_DIR / f"{name}.ipynb"
     declared = pm.inspect_notebook(str(source))  # pass each notebook only the parameters it declares
     parameters = {key: value for key, value in parameters.items() if key in declared}
     target = out_dir / f"{name}.ipynb"
     partial = out_dir / f".{name}.partial.ipynb"
+    log_path = log_path or out_dir / "logs" / f"{name}.log"
     start = time.monotonic()
-    log(f"[{name}] running -> {target}")
+    log(f"[{name}] running -> {portable(target)} (these lines also go to {portable(log_path)})")
     try:
-        pm.execute_notebook(
-            str(source), str(partial), parameters=parameters, cwd=str(NOTEBOOK_DIR),
-            kernel_name="python3", execution_timeout=timeout_s, progress_bar=False,
-            log_output=False, stdout_file=None, stderr_file=None,
-        )
+        with _Terminal(name, log_path, log) as terminal, kernel_env(terminal.progress_file):
+            pm.execute_notebook(
+                str(source), str(partial), parameters=parameters, cwd=str(NOTEBOOK_DIR),
+                kernel_name="python3", execution_timeout=timeout_s, progress_bar=False,
+                log_output=False, stdout_file=None, stderr_file=None, extra_arguments=KERNEL_QUIET,
+            )
     except PapermillExecutionError as err:
-        os.replace(partial, target)  # the failed notebook, whole, for reading
+        _keep(partial, target)  # the failed notebook, whole, for reading
         raise NotebookFailed(
             f"{name} failed in cell {err.exec_count}: {err.ename}: {err.evalue}\n"
-            f"the executed notebook is kept: {target}"
+            f"the executed notebook is kept: {portable(target)}"
         ) from None
     except OSError as err:
         if err.errno == errno.ENOSPC:
             raise DiskFull(target) from None
         raise
-    os.replace(partial, target)
+    _keep(partial, target)
     log(f"[{name}] done in {time.monotonic() - start:.0f} s")
     return target
 
 
-def _execute(run_dir: Path, names: list[str], parameters: dict[str, Any], timeout_s: int | None,
-             log, resuming: bool = False) -> None:
-    """Run the steps in order, recording each one that completes; a stop names the way on."""
+def _keep(partial: Path, target: Path) -> None:
+    if partial.exists():
+        final_stream_states(partial)
+        os.replace(partial, target)
+
+
+def _execute(run_dir: Path, cfg: Config, names: list[str], timeout_s: int | None, log: Log,
+             retrain: bool = False) -> None:
+    """Run the steps in order, recording each start and completion. Training continues from its
+    checkpoints only when it is the first step to run and they were made from what it starts from
+    now; otherwise (or with `retrain`) they move aside first. A stop names the way on."""
     runs.hold(run_dir)
     current = names[0]
+    params = {"run_dir": portable(run_dir)}
     try:
-        for current in names:
-            resume = {"resume": "latest"} if resuming and current == "03_train" else {}
-            run_notebook(current, run_dir, {**parameters, **resume}, timeout_s, log=log)
+        for index, current in enumerate(names):
+            extra = {}
+            if current == TRAIN_STEP and (run_dir / "checkpoints").exists():
+                if index == 0 and not retrain and steps.may_continue(run_dir, current, cfg):
+                    extra = {"resume": "latest"}
+                else:
+                    _move_aside(run_dir, log)
+            steps.begin(run_dir, current, cfg)
+            run_notebook(current, run_dir, {**params, **extra}, timeout_s, log=log)
             steps.mark_done(run_dir, current)
     except (KitError, KeyboardInterrupt) as err:
         interrupted = isinstance(err, KeyboardInterrupt)
         what = f"interrupted during {current}" if interrupted else str(err)
-        raise StepStopped(f"{what}\ncontinue with: make reproduce RESUME={portable(run_dir)}",
-                          interrupted) from None
+        resume = runs.resume_command(run_dir)
+        way_on = "" if resume in what else f"\ncontinue with: {resume}"
+        raise StepStopped(what + way_on, interrupted) from None
 
 
-def run_pipeline(cfg: Config, notebooks: list[str] | None = None, log=print,
-                 extra_parameters: dict[str, Any] | None = None, timeout_s: int | None = None) -> Path:
+def run_pipeline(cfg: Config, notebooks: list[str] | None = None, log: Log = print,
+                 timeout_s: int | None = None) -> Path:
     """Create the run (its params.yaml is the notebooks' only source of parameters) and execute the
     notebooks in order into it."""
     run_dir = runs.create_run(cfg)
+    steps.record_parameters(run_dir, cfg)
     steps.note(run_dir, "started", profile=cfg.profile)
-    log(f"run directory: {run_dir}")
-    params = {"run_dir": str(run_dir), **(extra_parameters or {})}
-    _execute(run_dir, notebooks or pipeline_notebooks(), params, timeout_s, log)
+    log(f"run directory: {portable(run_dir)}")
+    _execute(run_dir, cfg, notebooks or pipeline_notebooks(), timeout_s, log)
     return run_dir
 
 
 def resume_pipeline(run_dir: str | Path, from_step: str = "", overrides: dict[str, Any] | None = None,
-                    log=print, extra_parameters: dict[str, Any] | None = None,
-                    timeout_s: int | None = None) -> Path:
-    """Continue a run: the first step that did not complete (or `from_step`) and every later one."""
+                    log: Log = print, timeout_s: int | None = None) -> Path:
+    """Continue a run: from the first step that did not complete, that a parameter change affects, or
+    `from_step`, whichever comes first, through the last."""
     run_dir = runs.find_run(run_dir)
-    runs.wait_until_idle(run_dir)
     order = pipeline_notebooks()
-    if overrides:
-        cfg = runs.read_params(run_dir).replace(**overrides)
-        runs.write_params(cfg, run_dir)
-    done = steps.completed(run_dir, order)
     if from_step and from_step not in order:
         raise config_mod.ConfigError(f"--from {from_step}: not a step; the steps are {', '.join(order)}")
-    start = from_step or next((name for name in order if name not in done), "")
+    runs.wait_until_idle(run_dir)
+    steps.adopt_hand_edits(run_dir)
+    cfg = runs.read_params(run_dir)
+    if overrides:
+        cfg, _ = steps.change_parameters(run_dir, overrides, by="make reproduce RESUME= (command line)")
+    done = steps.completed(run_dir, order)
+    pending = [name for name in order if name not in done]
+    start = min([s for s in (from_step, pending[0] if pending else "") if s], key=order.index, default="")
     if not start:
-        log(f"{run_dir}: every step has completed; nothing to do (--from STEP runs steps again)")
+        log(f"{portable(run_dir)}: every step has completed with these parameters; nothing to do "
+            "(--from STEP runs steps again)")
         return run_dir
-    if start == "03_train" and from_step and (run_dir / "checkpoints").exists():
-        _move_aside(run_dir, log)
     steps.forget_from(run_dir, start, order)
     steps.note(run_dir, "continued", step=start, overrides=overrides or {})
-    log(f"continuing {run_dir} from {start}" + (f" with {overrides}" if overrides else ""))
-    params = {"run_dir": str(run_dir), **(extra_parameters or {})}
-    _execute(run_dir, order[order.index(start):], params, timeout_s, log, resuming=True)
+    log(f"continuing {portable(run_dir)} from {start}" + (f" with {overrides}" if overrides else ""))
+    _execute(run_dir, cfg, order[order.index(start):], timeout_s, log, retrain=from_step == TRAIN_STEP)
     return run_dir
 
 
-def _move_aside(run_dir: Path, log) -> None:
-    """Retraining a finished run: its training outputs go to superseded/<time>/, never deleted."""
+def _move_aside(run_dir: Path, log: Log) -> None:
+    """Training again: the previous training outputs go to superseded/<time>/, never deleted."""
+    present = [name for name in TRAINING_OUTPUTS if (run_dir / name).exists()]
+    if not present:
+        return
     aside = run_dir / "superseded" / dt.datetime.now().strftime("%Y_%m_%d-%H_%M_%S")
     aside.mkdir(parents=True)
-    for name in TRAINING_OUTPUTS:
-        if (run_dir / name).exists():
-            shutil.move(str(run_dir / name), str(aside / name))
-    log(f"the previous training outputs are kept in {aside}")
+    for name in present:
+        shutil.move(str(run_dir / name), str(aside / name))
+    steps.note(run_dir, "training outputs moved aside", to=portable(aside))
+    log(f"training from scratch; the previous training outputs are kept in {portable(aside)}")
 
 
-def run_review(record: bool = False, log=print) -> Path:
+def run_review(record: bool = False, log: Log = print) -> Path:
     """Execute 05_quick_review on best-result-review/ (into it when `record`, after a promote)."""
     from lib import review
 
     if not (review.REVIEW_DIR / "params.yaml").exists():
-        raise NotebookFailed(f"{review.REVIEW_DIR} holds no record yet: make promote RUN=runs/<name>")
+        raise NotebookFailed(f"{review.REVIEW_DIR} holds no record yet: "
+                             "make promote RUN=runs/<profile>/<name>")
     out_dir = REPO_ROOT / "runs" / "quick-review"
     target_dir = review.REVIEW_DIR if record else out_dir.parent / "quick-review-notebook"
     target_dir.mkdir(parents=True, exist_ok=True)
-    params = {"review_dir": str(review.REVIEW_DIR.relative_to(REPO_ROOT)),
-              "out_dir": str(out_dir.relative_to(REPO_ROOT))}
-    path = run_notebook("05_quick_review", target_dir, params, log=log)
+    params = {"review_dir": portable(review.REVIEW_DIR), "out_dir": portable(out_dir)}
+    path = run_notebook("05_quick_review", target_dir, params, log=log,
+                        log_path=out_dir.parent / "quick-review-logs" / "05_quick_review.log")
     log(f"quick review passed: the submission regenerated from {review.REVIEW_DIR.name}/ matches; "
-        f"executed notebook: {path}")
+        f"executed notebook: {portable(path)}")
     return path
 
 
-def report(run_dir: Path, log=print) -> None:
+def report(run_dir: Path, log: Log = print) -> None:
     """The figures a person wants at the end: where things are and the scores."""
     scores = run_dir / "scores.json"
-    log(f"results: {run_dir}  (also runs/latest)")
+    link = runs.latest_link(run_dir)
+    log(f"results: {portable(run_dir)}  (also {portable(link.parent)}/{link.name})")
     if (run_dir / "submission.json").exists():
-        log(f"submission: {run_dir / 'submission.json'}")
+        log(f"submission: {portable(run_dir / 'submission.json')}")
     if scores.exists():
         data = json.loads(scores.read_text())
         shown = [f"{split} {data[split]['map10_official']:.4f} / {data[split]['map10_standard']:.4f}"
                  for split in ("val", "test_A", "test_B") if split in data]
         log("mAP@10 official / standard: " + ", ".join(shown) + "  (choose on val and A; B is reported)")
-        log(f"all scores: {scores}")
+        log(f"all scores: {portable(scores)}; figures: {portable(run_dir / 'figures')}/")
 
 
 def _steps_argument(value: str) -> list[str]:
@@ -233,8 +355,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         overrides = config_mod.parse_overrides(args.overrides)
         if args.from_step and not args.resume:
-            raise config_mod.ConfigError("--from needs --resume RUN (make reproduce RESUME=runs/<name> "
-                                         "ARGS='--from 04_infer')")
+            raise config_mod.ConfigError("--from needs --resume RUN (make reproduce "
+                                         "RESUME=runs/<profile>/<name> ARGS='--from 04_infer')")
         if args.resume:
             run_dir = resume_pipeline(args.resume, args.from_step, overrides, timeout_s=args.cell_timeout)
         else:

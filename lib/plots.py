@@ -11,7 +11,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from lib.augment import agreement
 from lib.data import images
+from lib.files import atomic_write
 
 
 def image_grid(paths: Sequence[Path], captions: Sequence[str], ncols: int = 6, padded: bool = False,
@@ -87,6 +89,25 @@ def confusion_plot(matrix: pd.DataFrame, title: str, ax: plt.Axes | None = None)
     return ax
 
 
+def filled_fields(changed: pd.DataFrame, fields: Sequence[str]) -> plt.Figure:
+    """What attribute augmentation filled: one bar chart per field it fills (`attribute_fields`)."""
+    fig, axes = plt.subplots(1, max(len(fields), 1), figsize=(5 * max(len(fields), 1), 4), squeeze=False)
+    for ax, field in zip(axes.flat, fields):
+        filled = changed[changed[f"filled_{field}"].astype(str).str.strip() != ""]
+        counts_bar(filled, f"filled_{field}", f"filled {field} ({len(filled):,} captions)", ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def fill_confusions(augmented: pd.DataFrame, truth: pd.DataFrame, fields: Sequence[str]) -> plt.Figure:
+    """The true value against the filled one, one heat map per field that was filled."""
+    fig, axes = plt.subplots(1, max(len(fields), 1), figsize=(6.5 * max(len(fields), 1), 5.5), squeeze=False)
+    for ax, field in zip(axes.flat, fields):
+        confusion_plot(agreement.confusion_matrix(augmented, truth, field), field, ax=ax)
+    fig.tight_layout()
+    return fig
+
+
 def topk_grid(queries: Sequence[str], ranked: Sequence[Sequence[str]], paths: dict[str, Path],
               relevant: Sequence[set[str]] | None = None, k: int = 5, width: float = 1.6) -> plt.Figure:
     """One row per query: its text, then its k best images (green frame: relevant, red: not)."""
@@ -136,3 +157,12 @@ def shown(fig: plt.Figure) -> plt.Figure:
     """Close a figure so that only the cell's result displays it (exactly once, as nbval expects)."""
     plt.close(fig)
     return fig
+
+
+def keep(fig: plt.Figure | plt.Axes, folder: str | Path, name: str) -> plt.Figure:
+    """Save the figure as `<folder>/figures/<name>.png` too (a run's figures, outside the notebook),
+    and return it closed, so that the cell's result displays it exactly once."""
+    fig = fig.figure if isinstance(fig, plt.Axes) else fig
+    path = Path(folder) / "figures" / f"{name}.png"
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight"))
+    return shown(fig)

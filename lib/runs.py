@@ -2,11 +2,12 @@
 
 A run's parameters have one source: `<run>/params.yaml`, written here and nowhere else
 (`write_params`). The pipeline creates the run and writes it once; every notebook, the trainer, the
-seed study and the review read it back (`open_run`). Overrides given to a notebook run by hand are
-recorded back into the file, so the run still says how it was made.
+seed study and the review read it back. A later change goes through lib.steps.change_parameters,
+which records it in the run's history.
 
 Folders are named like open_clip's (`<date>-<model>-lr<lr>-b<batch>`), so a listing of `runs/`
-reads as a table of experiments, and `<runs_root>/latest` points at the newest one.
+reads as a table of experiments, and `<runs_root>/latest` points at the newest one (each profile
+has its own runs_root: runs/demo, runs/competition, runs/smoke).
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def create_run(cfg: Config) -> Path:
     run_dir = cfg.path("runs_root") / (cfg.run_name or default_run_name(cfg))
     if run_dir.exists() and any(run_dir.iterdir()):
         raise RunDirError(f"{run_dir} already exists: choose another run_name, or continue it with "
-                          f"make reproduce RESUME={portable(run_dir)}")
+                          f"{resume_command(run_dir)}")
     (run_dir / "data").mkdir(parents=True, exist_ok=True)
     write_params(cfg, run_dir)
     point_latest(run_dir)
@@ -61,55 +62,53 @@ def read_params(run_dir: Path) -> Config:
     return config_mod.load_saved(path)
 
 
-def open_run(run_dir: str | os.PathLike = "", overrides: dict[str, Any] | None = None) -> tuple[Config, Path]:
-    """(parameters, folder) of an existing run: the one given, else `runs/latest`.
-
-    `overrides` (a notebook run by hand) change the run's parameters and are recorded in its
-    params.yaml; none leaves the file untouched.
-    """
+def open_run(run_dir: str | os.PathLike = "") -> tuple[Config, Path]:
+    """(parameters, folder) of an existing run: the one given, else the newest (`find_run`)."""
     folder = find_run(run_dir)
     hold(folder)
-    cfg = read_params(folder)
-    if overrides:
-        changed = cfg.replace(**overrides)
-        if changed != cfg:
-            write_params(changed, folder)
-            cfg = changed
-    return cfg, folder
+    return read_params(folder), folder
 
 
 def find_run(run_dir: str | os.PathLike = "") -> Path:
     """An existing run folder, absolute: the one given (as given, else relative to the repository
-    root, where notebooks are not run from), or `runs/latest`."""
+    root, where notebooks are not run from), or the newest run: the `latest` link under runs/ (one a
+    profile) that was pointed last."""
     if not run_dir:
-        folder = DEFAULT_RUNS_ROOT / LATEST
+        candidates = (DEFAULT_RUNS_ROOT / LATEST, *DEFAULT_RUNS_ROOT.glob(f"*/{LATEST}"))
+        links = [p for p in candidates if p.exists()]
+        if not links:
+            raise RunDirError(f"no run under {portable(DEFAULT_RUNS_ROOT)}/ yet: make reproduce (or run "
+                              "notebooks/01_prepare.ipynb) first, or give run_dir")
+        folder = max(links, key=lambda p: p.lstat().st_mtime)
     else:
         folder = Path(run_dir) if Path(run_dir).exists() else resolve(run_dir)
     if not folder.exists():
-        raise RunDirError(f"no run at {folder}: run notebooks/01_prepare.ipynb (or make reproduce) first")
+        raise RunDirError(f"no run at {folder}: make reproduce (or run notebooks/01_prepare.ipynb) first")
+    if not folder.is_dir():
+        raise RunDirError(f"{folder} is a file, not a run folder (a run is a folder with a {PARAMS})")
     return folder.resolve()
 
 
-def open_or_create_run(run_dir: str | os.PathLike = "", profile: str = "demo",
-                       overrides: dict[str, Any] | None = None) -> tuple[Config, Path]:
-    """01_prepare's start: the run papermill was given, or (run by hand) a new run from a profile."""
-    if run_dir:
-        return open_run(run_dir, overrides)
-    cfg = config_mod.load(profile, **(overrides or {}))
-    run_dir = create_run(cfg)
-    hold(run_dir)
-    return cfg, run_dir
+def latest_link(run_dir: Path) -> Path:
+    """The `latest` link beside a run (`<runs_root>/latest`)."""
+    return Path(run_dir).parent / LATEST
+
+
+def resume_command(run_dir: str | os.PathLike) -> str:
+    """The command that continues a run (every "continue with" hint names it)."""
+    return f"make reproduce RESUME={portable(run_dir)}"
 
 
 def describe(cfg: Config, run_dir: Path) -> str:
     """What a notebook prints first: the run, and its parameters that differ from the reference recipe."""
     changed = ", ".join(f"{k}={v}" for k, v in config_mod.differences(cfg).items()) or "nothing"
-    return f"run {run_dir} (parameters: its {PARAMS})\ndiffering from the reference recipe: {changed}"
+    return (f"run {portable(run_dir)} (parameters: its {PARAMS})\n"
+            f"differing from the reference recipe: {changed}")
 
 
 def point_latest(run_dir: Path) -> None:
     """Atomically repoint `<runs_root>/latest` at run_dir (relative link, so the tree can move)."""
-    link = run_dir.parent / LATEST
+    link = latest_link(run_dir)
     tmp = run_dir.parent / f".{LATEST}.{os.getpid()}"
     if tmp.is_symlink() or tmp.exists():
         tmp.unlink()

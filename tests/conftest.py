@@ -63,7 +63,7 @@ def smoke_notebook(smoke_workspace):
             if "run_dir" not in smoke_workspace:
                 smoke_workspace["run_dir"] = runs.create_run(cfg)
             run_dir = smoke_workspace["run_dir"]
-            params = {"run_dir": str(run_dir)}  # 03 checks its gain: the smoke's is known (fingerprint)
+            params = {"run_dir": str(run_dir)}
             for step in pipeline.PIPELINE[: pipeline.PIPELINE.index(name) + 1]:
                 if step not in executed and (pipeline.NOTEBOOK_DIR / f"{step}.ipynb").exists():
                     executed[step] = pipeline.run_notebook(step, run_dir, params, timeout_s=600)

@@ -3,6 +3,7 @@ named with its cell's error, and its executed copy is kept."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -69,3 +70,73 @@ def test_every_notebook_parameter_is_visible_to_papermill():
         assigned = [line.split("=")[0].strip() for line in cell.source.splitlines()
                     if line and line[0].isalpha()]
         assert list(pm.inspect_notebook(str(path))) == assigned, name
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("\r  0%|   | 0/3\r 67%|## | 2/3\r100%|###| 3/3\n", "100%|###| 3/3\n"),  # a bar: its last state
+    ("\r 20%|#  | 1/5\r" + " " * 14 + "\r", ""),  # cleared for a message: the line goes
+    ("abcdef\rXY\n", "XYcdef\n"),  # a shorter overwrite leaves the rest, as a terminal does
+    ("first\n\nlast\n", "first\n\nlast\n"),  # printed blank lines stay
+])
+def test_carriage_returns_are_applied_as_a_terminal_would(text, shown):
+    assert pipeline.carriage_returns_applied(text) == shown
+
+
+def test_the_stored_notebook_keeps_each_bars_last_state(tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    stream = nbformat.v4.new_output
+    cell = nbformat.v4.new_code_cell("train()")
+    cell.outputs = [stream("stream", name="stderr", text="\r  0%| 0/2"),
+                    stream("stream", name="stderr", text="\r 50%| 1/2"),
+                    stream("stream", name="stdout", text="epoch 1 done\n"),
+                    stream("stream", name="stderr", text="\r100%| 2/2\r        \r"),
+                    stream("stream", name="stderr", text="\r100%| 2/2\n")]
+    nb.cells = [cell]
+    path = tmp_path / "x.ipynb"
+    nbformat.write(nb, path)
+    pipeline.final_stream_states(path)
+    outputs = nbformat.read(path, as_version=4).cells[0].outputs
+    assert [(o.name, o.text) for o in outputs] == [("stderr", " 50%| 1/2"), ("stdout", "epoch 1 done\n"),
+                                                   ("stderr", "100%| 2/2\n")]
+
+
+def test_a_kernel_starts_with_the_pipelines_environment_and_it_is_restored(tmp_path, monkeypatch):
+    from lib import progress, steps
+
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    monkeypatch.delenv(steps.PIPELINE_ENV, raising=False)
+    with pipeline.kernel_env(tmp_path / "p"):
+        assert os.environ["PYTHONPATH"].split(os.pathsep) == [str(pipeline.REPO_ROOT), "/elsewhere"]
+        assert os.environ[progress.LOG_ENV] == str(tmp_path / "p") and os.environ[steps.PIPELINE_ENV] == "1"
+    assert os.environ["PYTHONPATH"] == "/elsewhere" and steps.PIPELINE_ENV not in os.environ
+
+
+@pytest.mark.slow
+@pytest.mark.notebook
+def test_a_notebook_runs_as_jupyter_runs_it_from_notebooks_without_pythonpath(smoke_notebook, tmp_path):
+    """Jupyter starts the kernel in notebooks/ with the environment's own paths: `import lib` must work
+    there (the kit is installed into its environment by make setup), with no PYTHONPATH."""
+    import shutil
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    run_dir = tmp_path / "run"  # a copy: this hand run is recorded in the run it works in
+    shutil.copytree(smoke_notebook("04_infer").parent, run_dir)
+    nb = nbformat.read(pipeline.NOTEBOOK_DIR / "04_infer.ipynb", as_version=4)
+    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    params.source = f"run_dir = {str(run_dir)!r}\noverrides = {{}}\ncheckpoint = ''"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    saved = dict(os.environ)
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        NotebookClient(nb, timeout=600, kernel_name="python3",
+                       resources={"metadata": {"path": str(pipeline.NOTEBOOK_DIR)}}).execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    shown = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "submission OK" in shown and "ModuleNotFoundError" not in shown

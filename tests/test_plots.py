@@ -20,3 +20,13 @@ def test_confusion_plot_writes_every_nonzero_count():
     ax = plots.confusion_plot(matrix, "type")
     assert ax.get_title() == "type" and sorted(t.get_text() for t in ax.texts) == ["1", "1", "1"]
     assert ax.get_ylabel() == "true type" and ax.get_xlabel() == "filled type"
+
+
+def test_keep_saves_the_figure_in_the_runs_figures_and_returns_it_closed(tmp_path):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    kept = plots.keep(ax, tmp_path, "03_curves")
+    assert kept is fig and not plt.fignum_exists(fig.number)  # displayed once, by the cell's result
+    assert (tmp_path / "figures" / "03_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,5 +1,6 @@
 """Run directories: named from their parameters, never reused by accident, `latest` follows."""
 import datetime as dt
+import os
 
 import pytest
 
@@ -39,11 +40,29 @@ def test_params_record_every_parameter_and_the_code_version(tmp_path):
     assert "git_sha" in path.read_text() and "open_clip" in path.read_text()
 
 
-def test_open_run_reads_the_runs_params_and_records_overrides(tmp_path):
+def test_open_run_reads_the_runs_params_and_writes_nothing(tmp_path):
     cfg = config.load("smoke", runs_root=str(tmp_path), run_name="o", lr=2e-4)
     run_dir = runs.create_run(cfg)
     before = (run_dir / runs.PARAMS).read_bytes()
     assert runs.open_run(run_dir) == (cfg, run_dir.resolve())
-    assert runs.open_run(run_dir, {"lr": 2e-4})[0] == cfg and (run_dir / runs.PARAMS).read_bytes() == before
-    changed, _ = runs.open_run(run_dir, {"lr": 5e-5})
-    assert changed == cfg.replace(lr=5e-5) and runs.read_params(run_dir) == changed
+    assert (run_dir / runs.PARAMS).read_bytes() == before
+
+
+def test_no_run_given_means_the_newest_latest_of_any_profile(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "DEFAULT_RUNS_ROOT", tmp_path)
+    with pytest.raises(runs.RunDirError, match="no run under .* yet: make reproduce"):
+        runs.find_run("")
+    demo = runs.create_run(config.load("smoke", runs_root=str(tmp_path / "demo"), run_name="d"))
+    smoke = runs.create_run(config.load("smoke", runs_root=str(tmp_path / "smoke"), run_name="s"))
+    os.utime(tmp_path / "demo" / "latest", (1000, 1000), follow_symlinks=False)
+    os.utime(tmp_path / "smoke" / "latest", (2000, 2000), follow_symlinks=False)
+    assert runs.find_run("") == smoke.resolve()  # the link pointed last, whatever the profile
+    os.utime(tmp_path / "demo" / "latest", (3000, 3000), follow_symlinks=False)
+    assert runs.find_run("") == demo.resolve()
+
+
+def test_a_file_is_not_a_run_and_the_way_on_names_the_run(tmp_path):
+    (tmp_path / "README.md").write_text("x")
+    with pytest.raises(runs.RunDirError, match="is a file, not a run folder"):
+        runs.find_run(tmp_path / "README.md")
+    assert runs.resume_command(runs.REPO_ROOT / "runs" / "demo" / "x") == "make reproduce RESUME=runs/demo/x"

@@ -5,7 +5,6 @@ reference's own completions (`read_reference`) give a second opinion. Used by 02
 """
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
@@ -36,7 +35,8 @@ def _joined(augmented: pd.DataFrame, truth: pd.DataFrame, field: str) -> pd.Data
 
 
 def filled_accuracy(augmented: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
-    """Per field: how many captions got it filled and how often the fill equals the truth.
+    """Per field filled at least once: how many captions got it filled and how often the fill equals
+    the truth (a field never filled has no row: its accuracy is undefined).
 
     `truth` has one row per image with columns image, colour, brand, type (the demo generator's
     truth/train.csv, or the reference's completions from `read_reference`). Baseline: always
@@ -47,17 +47,19 @@ def filled_accuracy(augmented: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFram
     cars = augmented[augmented["kind"] == "car"]
     for field in FIELDS:
         joined = _joined(augmented, truth, field)
+        n = len(joined)
+        if not n:
+            continue
         stated = cars.loc[_present(cars[field]), field].astype(str)
         counts = stated.value_counts()
         majority = min(counts[counts == counts.max()].index) if len(counts) else ""
         values = set(stated) | set(joined[field])
-        n = len(joined)
-        rows.append({"field": field, "filled": n,
-                     "accuracy": (joined[f"filled_{field}"] == joined[field]).mean() if n else math.nan,
-                     "majority_value": majority,
-                     "majority_accuracy": (joined[field] == majority).mean() if n else math.nan,
-                     "chance": 1 / len(values) if values else math.nan})
-    return pd.DataFrame(rows)
+        right = joined[f"filled_{field}"] == joined[field]
+        rows.append({"field": field, "filled": n, "accuracy": right.mean(),
+                     "majority_value": majority, "majority_accuracy": (joined[field] == majority).mean(),
+                     "chance": 1 / len(values)})
+    return pd.DataFrame(rows, columns=["field", "filled", "accuracy", "majority_value", "majority_accuracy",
+                                       "chance"])
 
 
 ACCURACY_FILE = "attribute_agreement.csv"

@@ -21,9 +21,9 @@ import cv2
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm import tqdm
 
 from lib.errors import KitError
+from lib.progress import bar as progress_bar
 
 # A DataLoader worker that yields no batch of images for this long has hung (a dead network mount, a
 # deadlock): the loader raises instead of waiting for ever. No other wall-clock limit stops a run.
@@ -150,7 +150,7 @@ def verify_images(paths: Sequence[str | os.PathLike], max_bad_fraction: float = 
         raise ValueError(f"max_bad_fraction must be within 0..1, got {max_bad_fraction}")
     paths = [Path(p) for p in paths]
     n_workers = workers if workers > 0 else min(8, os.cpu_count() or 1)
-    bar = tqdm(total=len(paths), desc="checking images", unit="img", disable=not progress)
+    bar = progress_bar(total=len(paths), desc="checking images", unit="img", show=progress)
     reasons: list[str | None] = []
     if n_workers == 1 or len(paths) < 64:
         for p in paths:

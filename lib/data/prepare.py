@@ -138,5 +138,5 @@ def summary(prep: Prepared) -> pd.DataFrame:
         counts = table["kind"].value_counts()
         rows.append({"split": split, "lines": len(table), "car": int(counts.get("car", 0)),
                      "person": int(counts.get("person", 0))})
-    rows.append({"split": "test gallery", "lines": len(prep.test_gallery), "car": None, "person": None})
-    return pd.DataFrame(rows)
+    rows.append({"split": "test gallery", "lines": len(prep.test_gallery), "car": "–", "person": "–"})
+    return pd.DataFrame(rows).set_index("split")  # the gallery's images carry no kind: "–"

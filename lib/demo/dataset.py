@@ -32,7 +32,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from lib.config import Config
 from lib.data.layout import SPLIT_FILES, TEST_GT_FILE
@@ -41,6 +40,7 @@ from lib.demo import captions as dc
 from lib.demo.draw_car import draw_car
 from lib.demo.draw_person import draw_person
 from lib.files import sha256_file
+from lib.progress import bar as progress_bar
 
 GENERATOR = "lib.demo_data"  # the MANIFEST's name for this generator (kept: it marks data it may replace)
 VERSION = "1"
@@ -282,7 +282,7 @@ def _render_all(root: Path, seed: int, items: dict[str, list[Item]], workers: in
     results = {}
     pool = Pool(workers) if workers > 1 else None
     try:
-        with tqdm(total=total, desc="demo images", unit="img", disable=not progress) as bar:
+        with progress_bar(total=total, desc="demo images", unit="img", show=progress) as bar:
             for job, done in zip(jobs, pool.imap(_render, jobs) if pool else map(_render, jobs)):
                 for index, w, h, digest in done:
                     results[job[2][0].split, index] = (w, h, digest)

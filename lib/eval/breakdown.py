@@ -9,15 +9,18 @@ from lib.data.labels import person_vector
 
 
 def person_attribute_ap(table: pd.DataFrame, ap: np.ndarray) -> pd.DataFrame:
-    """Mean official AP of person queries by attribute bit set in the query image's vector."""
+    """Mean official AP of person queries by attribute bit set in the query image's vector; an
+    attribute no query has gets no row (its mean is undefined), and is named in `.attrs["absent"]`."""
     persons = table["kind"].to_numpy() == "person"
     vectors = np.array([person_vector(a) for a in table["attribute"][persons]])
     vectors = vectors.reshape(-1, len(PERSON_ATTRIBUTES))
     ap_persons = np.asarray(ap)[persons]
     rows = [{"attribute": name, "queries": int(has.sum()),
-             "map10_official": float(ap_persons[has == 1].mean()) if has.any() else np.nan}
-            for name, has in zip(PERSON_ATTRIBUTES, vectors.T)]
-    return pd.DataFrame(rows).set_index("attribute")
+             "map10_official": float(ap_persons[has == 1].mean())}
+            for name, has in zip(PERSON_ATTRIBUTES, vectors.T) if has.any()]
+    result = pd.DataFrame(rows, columns=["attribute", "queries", "map10_official"]).set_index("attribute")
+    result.attrs["absent"] = [name for name, has in zip(PERSON_ATTRIBUTES, vectors.T) if not has.any()]
+    return result
 
 
 def car_field_ap(table: pd.DataFrame, ap: np.ndarray, field: str = "type") -> pd.DataFrame:

@@ -30,7 +30,7 @@ def score_table(image_names: list[list[str]], relevant: list[set[str]], kinds: l
     for kind in ("car", "person"):
         if (kinds_arr == kind).any():
             rows[kind] = metrics.summary(per, kinds_arr == kind)
-    return pd.DataFrame(rows).T[list(metrics.SUMMARY_KEYS)]
+    return pd.DataFrame(rows).T[list(metrics.SUMMARY_KEYS)].astype({"queries": int})
 
 
 def board_tables(image_names: list[list[str]], relevant: list[set[str]], kinds: list[str],

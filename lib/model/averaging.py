@@ -22,8 +22,8 @@ from typing import Any
 import torch
 
 from lib.errors import KitError
-from lib.files import sha256_file
-from lib.model.checkpoints import load_checkpoint, recorded_sha256
+from lib.files import recorded_sha256, sha256_file
+from lib.model.checkpoints import load_checkpoint
 
 State = dict[str, torch.Tensor]
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from lib.errors import KitError
-from lib.files import atomic_write, atomic_write_text, sha256_file
+from lib.files import atomic_write, recorded_sha256, sha256_file, sidecar, write_sidecar
 
 # open_clip's download names end in their sha256's first hex digits: "...-laion400m_e32-46683a32.pt"
 # (all digits would be a date or a counter, not a hash)
@@ -29,22 +29,6 @@ HUB_BLOB = re.compile(r"[0-9a-f]{64}")  # huggingface_hub keeps an LFS file as b
 
 class ChecksumError(KitError, ValueError):
     """A file whose sha256 is not the one expected or recorded beside it, or that has none."""
-
-
-def sidecar(path: str | os.PathLike) -> Path:
-    """`<path>.sha256`, where a checkpoint's digest is kept."""
-    path = Path(path)
-    return path.with_name(path.name + ".sha256")
-
-
-def recorded_sha256(path: str | os.PathLike) -> str:
-    """The digest in `<path>.sha256`, or "" when there is none."""
-    side = sidecar(path)
-    return side.read_text(encoding="utf-8").split()[0].lower() if side.is_file() else ""
-
-
-def write_sidecar(path: str | os.PathLike, digest: str) -> Path:
-    return atomic_write_text(sidecar(path), f"{digest}  {Path(path).name}\n")
 
 
 def verify_file(path: str | os.PathLike, expected_sha256: str = "") -> str:

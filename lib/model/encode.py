@@ -18,12 +18,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from lib.data import images, transforms
 from lib.data.images import WORKER_TIMEOUT_S, BadImage, ImageError, read_image
 from lib.data.transforms import eval_two_stage
 from lib.model.device import AUTOCAST_DTYPES, resolve_precision
+from lib.progress import bar as progress_bar
 
 
 class GalleryDataset(Dataset):
@@ -91,8 +91,8 @@ def encode_images(model: torch.nn.Module, paths: Sequence[str | os.PathLike], pr
                         timeout=WORKER_TIMEOUT_S if n_workers else 0)
     out = []
     desc = "encoding mirrored images" if flip else "encoding images"
-    with _inference(model, precision) as device, tqdm(total=len(paths), desc=desc,
-                                                       unit="img", disable=not progress) as bar:
+    with _inference(model, precision) as device, progress_bar(total=len(paths), desc=desc, unit="img",
+                                                              show=progress) as bar:
         for batch in loader:
             if isinstance(batch, list):
                 raise ImageError(batch[0].path, batch[0].reason)
@@ -106,11 +106,12 @@ def encode_texts(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], *
                  precision: str = "auto", progress: bool = True) -> torch.Tensor:
     """(len(texts), d) float32 CPU, L2-normalised, with the model's open_clip tokenizer."""
     texts, out = list(texts), []
-    with _inference(model, precision) as device:
-        for start in tqdm(range(0, len(texts), batch_size), desc="encoding texts", unit="batch",
-                          disable=not progress):
+    with _inference(model, precision) as device, progress_bar(total=len(texts), desc="encoding texts",
+                                                              unit="text", show=progress) as bar:
+        for start in range(0, len(texts), batch_size):
             tokens = tokenizer(texts[start:start + batch_size]).to(device)
             out.append(F.normalize(model.encode_text(tokens).float(), dim=-1).cpu())
+            bar.update(len(tokens))
     return torch.cat(out) if out else torch.empty(0, 0)
 
 

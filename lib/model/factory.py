@@ -9,7 +9,10 @@ The kit's tiny architectures are open_clip JSON configs in `lib/model/configs/`,
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -53,10 +56,12 @@ def create_model(name: str, pretrained: str = "", *, sha256: str = "", device: s
     elif sha256:
         raise ChecksumError(f"pretrained_sha256 is set but {name!r} / pretrained={pretrained!r} has no file")
     hub = name.startswith(HF_HUB)
+    wants_weights = bool(pretrained or weights or hub)
     try:
-        model = open_clip.create_model(
-            name, pretrained or None, device=resolve_device(device), cache_dir=cache_dir,
-            force_image_size=image_size or None, require_pretrained=bool(pretrained or weights or hub))
+        with contextlib.nullcontext() if wants_weights else _random_init_expected():
+            model = open_clip.create_model(
+                name, pretrained or None, device=resolve_device(device), cache_dir=cache_dir,
+                force_image_size=image_size or None, require_pretrained=wants_weights)
     except RuntimeError as error:
         if hub:  # config or weights could not be fetched
             raise WeightsUnavailable(f"{name}: {error}. Offline, download the repo's open_clip_config.json "
@@ -65,6 +70,24 @@ def create_model(name: str, pretrained: str = "", *, sha256: str = "", device: s
     if trim_text:
         text_trim.install(model)
     return model, open_clip.get_tokenizer(name), dict(model.visual.preprocess_cfg)
+
+
+class _RandomInitNotice(logging.Filter):
+    """open_clip's warning that no weights were loaded, where the kit asked for none (the demo's
+    foundation pretraining; a resume, whose weights come from the checkpoint): expected, not news."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
+
+
+@contextlib.contextmanager
+def _random_init_expected() -> Iterator[None]:
+    root, notice = logging.getLogger(), _RandomInitNotice()
+    root.addFilter(notice)
+    try:
+        yield
+    finally:
+        root.removeFilter(notice)
 
 
 def resolve_source(model: str, source: str) -> str:

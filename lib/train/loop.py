@@ -16,7 +16,6 @@ import open_clip
 import torch
 import torch.distributed as dist
 from open_clip_train.distributed import world_info_from_env
-from tqdm import tqdm
 
 from lib.config import Config
 from lib.data.transforms import eval_two_stage, train_two_stage
@@ -25,6 +24,8 @@ from lib.model.checkpoints import load_checkpoint, save_checkpoint
 from lib.model.device import allow_tf32, autocast, resolve_device, resolve_precision
 from lib.model.factory import model_from_config
 from lib.model.weights import LOCAL_DIR
+from lib.progress import bar as progress_bar
+from lib.progress import write as progress_write
 from lib.train.data import (
     BadImages,
     Collate,
@@ -67,7 +68,7 @@ class TrainLoop:
         self.amp = autocast(self.precision, self.device)
         allow_tf32(self.device)
         self.resume = resume_checkpoint(resume, run_dir)
-        self.log = RunLog(run_dir, enabled=self.main, echo=tqdm.write)
+        self.log = RunLog(run_dir, enabled=self.main, echo=progress_write)
         self.progress = progress and self.main
 
         torch.manual_seed(cfg.seed)  # a randomly initialised model (pretrained="") is reproducible
@@ -156,8 +157,8 @@ class TrainLoop:
                       echo=self.progress)
         if self.step == 0:
             self._evaluate(epoch=0)
-        bar = tqdm(total=self.stop_step, initial=self.step, disable=not self.progress,
-                   unit="step", dynamic_ncols=True)
+        bar = progress_bar(total=self.stop_step, initial=self.step, desc="training", unit="step",
+                           show=self.progress, report=self.main, dynamic_ncols=True)
         window_t, window_n = time.time(), 0
         for epoch in range(self.step // spe, -(-self.stop_step // spe)):
             sampler = EpochBatchSampler(self.num_samples, cfg.batch_size, cfg.seed, epoch, rank=self.rank,
@@ -298,7 +299,9 @@ class TrainLoop:
             self.model.train()
             self.log.metrics(row)
             shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
-            self.log.line(f"eval {shown}", echo=self.progress)
+            self.log.line(f"eval {shown}")
+            if self.progress:
+                self.log.echo(evaluation_summary(row, self.cfg.stop_epoch))
         if self.world > 1:
             dist.barrier()
 
@@ -346,6 +349,20 @@ class TrainingDiverged(KitError, FloatingPointError):
 
 class ResumeError(KitError, ValueError):
     """A checkpoint that cannot continue this run (another model, another number of steps an epoch)."""
+
+
+def evaluation_summary(row: dict[str, Any], epochs: int) -> str:
+    """One short line of an evaluation for the person watching (out.log and metrics.jsonl keep all)."""
+    parts = [f"epoch {row['epoch']}/{epochs}" + (" (the starting point)" if row["epoch"] == 0 else "")]
+    if row.get("val_map10_official") is not None:
+        kinds = [f"{kind} {row[f'val_{kind}_map10_official']:.4f}" for kind in ("car", "person")
+                 if row.get(f"val_{kind}_map10_official") is not None]
+        by_kind = f" ({', '.join(kinds)})" if kinds else ""
+        parts.append(f"val mAP@10 {row['val_map10_official']:.4f}{by_kind}")
+    for key, label in (("val_loss", "val loss"), ("train_loss", "train loss")):
+        if row.get(key) is not None:
+            parts.append(f"{label} {row[key]:.4f}")
+    return ", ".join(parts) + f" ({row['eval_s']:.0f} s to evaluate)"
 
 
 def _features(out) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

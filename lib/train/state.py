@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from lib.model.checkpoints import ChecksumError, verify_file, write_sidecar
+from lib.errors import KitError
+from lib.files import write_sidecar
+from lib.model.checkpoints import ChecksumError, verify_file
 from lib.runs import RunDirError
 from lib.train.log import read_metrics
 
@@ -144,6 +146,29 @@ def collect_result(run_dir: Path) -> TrainResult:
     if result.best_epoch is not None:
         result.best_checkpoint = by_epoch[result.best_epoch]
     return result
+
+
+class NoGain(KitError, RuntimeError):
+    """Fine-tuning did not beat its starting point on val (no_gain_over_zero_shot=fail)."""
+
+
+def check_gain(result: TrainResult, policy: str, resume_hint: str = "") -> str:
+    """Whether the kept epoch's val mAP@10 is above epoch 0's (the starting point, zero-shot): a line
+    saying so; raises NoGain when it is not and `policy` is "fail" (its message says how to go on)."""
+    rows = {r["epoch"]: r for r in result.metrics}
+    key = "val_map10_official"
+    start, best = rows.get(0, {}).get(key), rows.get(result.best_epoch, {}).get(key)
+    if start is None or best is None:
+        return "no gain check: the run has no val mAP@10 at the start and at the kept epoch"
+    line = f"val mAP@10 (official): {start:.4f} zero-shot -> {best:.4f} at epoch {result.best_epoch}"
+    if best > start:
+        return line
+    problem = f"{line}: fine-tuning did not beat its starting point"
+    if policy == "warn":
+        return f"warning: {problem} (no_gain_over_zero_shot=warn)"
+    raise NoGain(f"{problem}. Check lr, warmup_steps and the training captions; if this run is what you "
+                 "meant (a low lr, a short trial), let it go on with no_gain_over_zero_shot=warn"
+                 + (f": {resume_hint} ARGS=\"no_gain_over_zero_shot=warn\"" if resume_hint else ""))
 
 
 def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:

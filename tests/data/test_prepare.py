@@ -34,8 +34,10 @@ def test_prepare_writes_the_tables_and_reads_them_back(data_root, tmp_path):
     for name in ("train", "val", "test_queries", "test_gallery"):
         pd.testing.assert_frame_equal(getattr(back, name), getattr(prep, name).fillna(""), check_dtype=False)
     assert back.vocabulary == prep.vocabulary
-    summary = prepare.summary(prep).set_index("split")
+    summary = prepare.summary(prep)
     assert summary.loc["train", "lines"] == 12 and summary.loc["test gallery", "lines"] == 6
+    assert (summary.loc["train", "car"], summary.loc["test gallery", "car"]) == (
+        int((prep.train["kind"] == "car").sum()), "–")  # counts as integers; the gallery has no kinds
 
 
 def test_a_bad_image_stops_the_run_or_is_left_out_when_tolerated(data_root, tmp_path):

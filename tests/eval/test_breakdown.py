@@ -16,7 +16,10 @@ def test_person_attribute_ap_averages_queries_with_the_bit():
     by_attr = breakdown.person_attribute_ap(table, ap)
     assert by_attr.loc["Hat", "map10_official"] == pytest.approx(0.75)  # queries 0 and 1
     assert by_attr.loc["Female", "map10_official"] == pytest.approx(0.5)  # queries 0 and 3
-    assert by_attr.loc["Hat", "queries"] == 2 and np.isnan(by_attr.loc["Skirt&Dress", "map10_official"])
+    assert by_attr.loc["Hat", "queries"] == 2 and by_attr["queries"].dtype == np.int64
+    # an attribute no query has gets no row (no undefined mean), and is named
+    assert "Skirt&Dress" not in by_attr.index and "Skirt&Dress" in by_attr.attrs["absent"]
+    assert len(by_attr) + len(by_attr.attrs["absent"]) == 21
 
 
 def test_car_field_ap_groups_unnamed_types():

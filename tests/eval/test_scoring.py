@@ -17,6 +17,7 @@ def test_score_table_splits_cars_and_persons_by_kind():
     assert table.loc["person", "map10_standard"] == pytest.approx((0 + 1 / 2) / 2)
     assert table.loc["all", "map10_official"] == pytest.approx(2.5 / 4)
     assert table.loc["car", "queries"] == 2 and table.loc["all", "recall@1"] == pytest.approx(0.5)
+    assert table["queries"].dtype == "int64"  # a count shows as 2, not 2.0000
     only_cars = score_table(ranked[:2], relevant[:2], kinds[:2])
     assert list(only_cars.index) == ["all", "car"]
 

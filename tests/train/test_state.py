@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 
-from lib.train.state import collect_result, prune_checkpoints
+import pytest
+
+from lib.train.state import NoGain, TrainResult, check_gain, collect_result, prune_checkpoints
 
 
 def test_pruning_keeps_the_newest_and_the_best(tmp_path):
@@ -21,3 +23,21 @@ def test_pruning_keeps_the_newest_and_the_best(tmp_path):
     assert sorted(p.name for p in ckpts.iterdir()) == [
         "epoch_10.pt", "epoch_10.pt.sha256", "epoch_2.pt", "epoch_2.pt.sha256", "latest.pt"]
     assert collect_result(tmp_path).best_epoch == 2
+
+
+def _result(start: float, kept: float) -> TrainResult:
+    rows = [{"epoch": 0, "val_map10_official": start}, {"epoch": 3, "val_map10_official": kept}]
+    return TrainResult(run_dir=None, checkpoints=[], metrics=rows, best_epoch=3)
+
+
+def test_the_gain_check_passes_a_gain_and_stops_a_tie_or_a_loss_with_a_way_on():
+    assert check_gain(_result(0.2305, 0.3164), "fail") == (
+        "val mAP@10 (official): 0.2305 zero-shot -> 0.3164 at epoch 3")
+    with pytest.raises(NoGain) as stopped:  # equal is not a gain
+        check_gain(_result(0.25, 0.25), "fail", resume_hint="make reproduce RESUME=runs/demo/x")
+    assert str(stopped.value).endswith(
+        'make reproduce RESUME=runs/demo/x ARGS="no_gain_over_zero_shot=warn"')
+    assert "0.2500 zero-shot -> 0.2500 at epoch 3: fine-tuning did not beat" in str(stopped.value)
+    warned = check_gain(_result(0.25, 0.2), "warn")
+    assert warned.startswith("warning: val mAP@10 (official): 0.2500 zero-shot")
+    assert check_gain(TrainResult(None, [], [], None), "fail").startswith("no gain check")
