@@ -108,7 +108,7 @@ class Config:
     # 03_train's check that fine-tuning beat the starting point (val mAP@10 of the kept epoch above
     # epoch 0's): fail stops the run there with the way on, warn says so and goes on
     no_gain_over_zero_shot: str = knob("fail", choices=("fail", "warn"))
-    # --- weight averaging after training (lib.eval.soup; off: the README's ablation)
+    # --- weight averaging after training (lib.eval.soup; off: docs/results.md, the ablation)
     # none: the best epoch is scored. uniform: the mean of every epoch checkpoint. greedy: epochs by
     # selection score, each added only if the soup does not score lower (Wortsman et al. 2022). wise:
     # WiSE-FT, (1 - alpha) * pretrained + alpha * the best epoch. The selection score is val's official
@@ -122,7 +122,7 @@ class Config:
     query_policy: str = knob("strip_prefix", choices=("none", "strip_prefix", "surveillance"))
     category_aware: bool = False
     topk: int = knob(10, ge=1)
-    # --- re-ranking of each query's first-stage top-N (lib.eval.rerank; README: re-ranking) ----
+    # --- re-ranking of each query's first-stage top-N (lib.eval.rerank; docs/reranking.md) ----
     # none is the reference's submission path; a3r: adaption re-ranking as the A3R paper describes
     # it (the reference's reranking.ipynb, three slips corrected); aqe, kreciprocal: baselines
     rerank: str = knob("none", choices=("none", "a3r", "aqe", "kreciprocal"))

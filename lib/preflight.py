@@ -53,7 +53,7 @@ def weight_problems(cfg: Config) -> list[str]:
         path = cfg.path("pretrained")
         if path.exists() or cfg.generate_demo_data:  # the demo makes its foundation model itself
             return []
-        return [f"pretrained={source}: file {path} does not exist; download it (README: weights) "
+        return [f"pretrained={source}: file {path} does not exist; download it (data/README.md) "
                 "or point pretrained=... at it"]
     try:
         weights_file(cfg.model, source, None)

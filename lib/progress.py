@@ -3,8 +3,10 @@ terminal) and, when the pipeline runs the notebook, a line every few seconds in 
 terminal.
 
 A notebook's kernel has no terminal of its own, so the pipeline names a file in KIT_PROGRESS_LOG:
-every bar appends a plain line to it (what it counts, how far, how fast, the time left) at most every
-EVERY_S seconds and when it ends, and `note` appends a line of its own (an evaluation's summary).
+every bar appends a plain line to it (what it counts, how far, how fast, the time left) when it ends
+and in between every EVERY_S seconds, or every tenth of the time it has run (at most every
+LONGEST_S: a five-hour training says something each minute), and `note` appends a line of its own
+(an evaluation's summary).
 The pipeline prints those lines as they arrive (lib.pipeline). Outside the pipeline nothing is written.
 """
 from __future__ import annotations
@@ -17,6 +19,7 @@ from tqdm import tqdm
 
 LOG_ENV = "KIT_PROGRESS_LOG"
 EVERY_S = 5.0
+LONGEST_S = 60.0
 LINE_FORMAT = "{desc}: {n_fmt}/{total_fmt} {unit} ({percentage:.0f} %), {rate_fmt}, {remaining} left{postfix}"
 OPEN_FORMAT = "{desc}: {n_fmt} {unit}, {rate_fmt}{postfix}"  # no total: no share, no time left
 
@@ -45,11 +48,14 @@ class _Bar(tqdm):
     def __init__(self, *args: Any, **kwargs: Any):
         self._reported_at = -EVERY_S  # set before tqdm's __init__, which may already display
         self._reported_n = -1
+        self._started_at = time.monotonic()
         super().__init__(*args, **kwargs)
 
     def display(self, msg: str | None = None, pos: int | None = None) -> bool | None:
         shown = super().display(msg, pos)
-        if self.n and time.monotonic() - self._reported_at >= EVERY_S:  # 0 of N says nothing yet
+        now = time.monotonic()
+        due = now - self._reported_at >= report_interval(now - self._started_at)
+        if self.n and due:  # 0 of N says nothing yet
             self._report()
         return shown
 
@@ -62,6 +68,12 @@ class _Bar(tqdm):
         self._reported_at, self._reported_n = time.monotonic(), self.n
         meter = {**self.format_dict, "bar_format": LINE_FORMAT if self.total else OPEN_FORMAT, "ncols": None}
         note(" ".join(self.format_meter(**meter).split()))
+
+
+def report_interval(elapsed_s: float) -> float:
+    """Seconds between two lines of a bar that has run `elapsed_s`: a tenth of that, within
+    EVERY_S..LONGEST_S."""
+    return min(LONGEST_S, max(EVERY_S, elapsed_s / 10))
 
 
 def bar(total: int | None = None, desc: str = "", unit: str = "it", show: bool = True, report: bool = True,

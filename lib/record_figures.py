@@ -1,8 +1,8 @@
-"""The README's figures of the record, written from the record's own files, never by hand.
+"""The results page's figures of the record, written from the record's own files, never by hand.
 
-`make promote` rewrites the block between RECORD_BEGIN and RECORD_END in README.md from
+`make promote` rewrites the block between RECORD_BEGIN and RECORD_END in docs/results.md from
 best-result-review/ (scores.json, metrics.jsonl, params.yaml, attribute_agreement.csv), and a test
-checks that the committed README holds exactly what the committed record says: a figure cannot go
+checks that the committed page holds exactly what the committed record says: a figure cannot go
 stale without the suite failing.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ def _pair(scores: dict, prefix: str = "") -> str:
 
 
 def block(review_dir: Path) -> str:
-    """The markdown the README carries between the markers."""
+    """The markdown the results page carries between the markers."""
     scores = json.loads((review_dir / "scores.json").read_text())
     rows = [json.loads(line) for line in (review_dir / "metrics.jsonl").read_text().splitlines() if line]
     cfg = config_mod.load_saved(review_dir / "params.yaml")
@@ -60,8 +60,11 @@ def block(review_dir: Path) -> str:
     return "\n".join([*lines, RECORD_END])
 
 
-def update_readme(readme: Path, review_dir: Path) -> Path:
-    """Put the record's block into the README between its markers."""
+RESULTS_PAGE = Path("docs") / "results.md"  # relative to the repository root
+
+
+def update_page(readme: Path, review_dir: Path) -> Path:
+    """Put the record's block into the page between its markers."""
     text = readme.read_text(encoding="utf-8")
     start, end = text.find(RECORD_BEGIN), text.find(RECORD_END)
     if start < 0 or end < start:

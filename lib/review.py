@@ -120,7 +120,7 @@ def promote(run_dir: Path, review_dir: Path = REVIEW_DIR, commit: str | None = N
                                                               epoch=weights["epoch"], sha=digest,
                                                               made_by=made_by, commit=commit))
     if review_dir == REVIEW_DIR:
-        record_figures.update_readme(REPO_ROOT / "README.md", review_dir)
+        record_figures.update_page(REPO_ROOT / record_figures.RESULTS_PAGE, review_dir)
     return review_dir
 
 

@@ -38,6 +38,10 @@ def test_reports_are_at_most_every_few_seconds(channel, monkeypatch):
     assert counts == ["1", "6", "11", "12"]
 
 
+def test_long_work_reports_less_often():
+    assert [progress.report_interval(s) for s in (0, 30, 50, 100, 3600)] == [5.0, 5.0, 5.0, 10.0, 60.0]
+
+
 def test_a_hidden_bar_still_reports_and_a_bar_not_reporting_writes_nothing(channel, capsys):
     with progress.bar(total=3, desc="quiet", show=False) as bar:
         bar.update(3)

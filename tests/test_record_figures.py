@@ -1,4 +1,5 @@
-"""lib.record_figures: the README's figures of the record are the record's own, and only it writes them."""
+"""lib.record_figures: the results page's figures of the record are the record's own, and only it
+writes them; the re-ranking page's table is the record's 04_infer."""
 import json
 import shutil
 from html.parser import HTMLParser
@@ -13,9 +14,9 @@ from lib.paths import REPO_ROOT
 RECORD = REPO_ROOT / "best-result-review"
 
 
-def test_the_readme_holds_exactly_what_the_committed_record_says():
-    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    assert record_figures.block(RECORD) in readme, "README's record block is stale: make promote rewrites it"
+def test_the_results_page_holds_exactly_what_the_committed_record_says():
+    page = (REPO_ROOT / record_figures.RESULTS_PAGE).read_text(encoding="utf-8")
+    assert record_figures.block(RECORD) in page, "docs/results.md's record is stale"
 
 
 def test_the_block_is_read_from_the_files_and_replaced_between_the_markers(tmp_path):
@@ -29,13 +30,13 @@ def test_the_block_is_read_from_the_files_and_replaced_between_the_markers(tmp_p
     agreement.to_csv(record / record_figures.AGREEMENT_FILE, index=False)
     text = record_figures.block(record)
     assert "0.988 / " in text and "type right 50.0% of 10 fills" in text and "Sedan: 25.0%" in text
-    readme = tmp_path / "README.md"
+    readme = tmp_path / "results.md"
     readme.write_text(f"# x\n{record_figures.RECORD_BEGIN}\nold figures\n{record_figures.RECORD_END}\ntail\n")
-    record_figures.update_readme(readme, record)
+    record_figures.update_page(readme, record)
     assert readme.read_text() == f"# x\n{text}\ntail\n"
     readme.write_text("no markers")
     with pytest.raises(KitError, match="no record block"):
-        record_figures.update_readme(readme, record)
+        record_figures.update_page(readme, record)
 
 
 class _HtmlTable(HTMLParser):
@@ -71,7 +72,7 @@ def _cell_table(notebook: dict, cell_id: str) -> list[list[str]]:
 
 
 def _readme_rerank_rows() -> list[list[str]]:
-    lines = (REPO_ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    lines = (REPO_ROOT / "docs" / "reranking.md").read_text(encoding="utf-8").splitlines()
     start = lines.index("| setting | val | test A | test B | Δ val | Δ A | Δ B |")
     rows = []
     for line in lines[start + 2:]:
@@ -86,11 +87,11 @@ def _num(text: str) -> float:
 
 
 def _close(readme: list[float], notebook: list[float]) -> bool:
-    """The README's 3 decimals against the notebook's 4 (its Styler's precision): within half a unit."""
+    """The page's 3 decimals against the notebook's 4 (its Styler's precision): within half a unit."""
     return all(abs(a - b) <= 5e-4 + 1e-9 for a, b in zip(readme, notebook, strict=True))
 
 
-def test_the_readme_rerank_table_is_the_records_04_side_by_side():
+def test_the_rerank_page_table_is_the_records_04_side_by_side():
     notebook = json.loads((RECORD / "04_infer.ipynb").read_text(encoding="utf-8"))
     scores = {row[0]: [float(x) for x in row[1:]] for row in _cell_table(notebook, "compare3")[2:]}
     deltas = {}  # variant -> split -> (delta, low, high); the variant cell spans its splits' rows
@@ -100,7 +101,7 @@ def test_the_readme_rerank_table_is_the_records_04_side_by_side():
             variant, row = row[0], row[1:]
         deltas.setdefault(variant, {})[row[0]] = tuple(float(x) for x in row[1:4])
     readme = _readme_rerank_rows()
-    assert len(readme) == len(scores), "README's re-ranking table has another number of rows than 04's"
+    assert len(readme) == len(scores), "docs/reranking.md's table has another number of rows than 04's"
     for cells, (name, (val, _test, board_a, board_b)) in zip(readme, scores.items(), strict=True):
         assert _close([_num(c) for c in cells[1:4]], [val, board_a, board_b]), name
         for cell, split in zip(cells[4:7], ("val", "test_A", "test_B"), strict=True):

@@ -20,6 +20,7 @@ from lib.errors import KitError
 from lib.files import atomic_write_text, sha256_file
 from lib.model.checkpoints import load_checkpoint, save_checkpoint, verify_file
 from lib.paths import portable, resolve
+from lib.progress import write as progress_write
 from lib.train.launch import train
 
 
@@ -75,7 +76,7 @@ def ensure_foundation(cfg: Config, progress: bool = True) -> Path:
         return target
     if not cfg.generate_demo_data:
         raise FoundationError(f"{target} does not exist and this profile does not generate demo data: "
-                              "download the pretrained weights (README: weights) or point pretrained=... "
+                              "download the pretrained weights (data/README.md) or point pretrained=... "
                               "at them")
     data_root = cfg.path("data_root").resolve()
     if target.is_file() and data_root not in target.resolve().parents:
@@ -90,6 +91,8 @@ def ensure_foundation(cfg: Config, progress: bool = True) -> Path:
         shutil.rmtree(work_dir)  # a half-done pretraining of another corpus cannot be resumed
     work_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(work_dir / "recipe.json", json.dumps(wanted, indent=1) + "\n")
+    progress_write(f"pretraining the demo's foundation model into {portable(target)} (once: later runs "
+                   "find it)")
     result = train(pretraining_config(cfg), work_dir, corpus_table(cfg.path("data_root")),
                    progress=progress, resume="latest")
     state = load_checkpoint(result.checkpoints[-1])

@@ -3,7 +3,7 @@
 The test queries are split once, by a fixed seed, into two halves stratified by kind (cars and
 persons each split in half; A takes the extra query of an odd count). The gallery stays whole:
 every query still ranks every gallery image. A default is what val and A choose; B is reported and
-never used to choose (README: how choices are made).
+never used to choose (docs/results.md: how a choice is made).
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ on the cached embeddings, every query at once (batched torch, `chunk` queries at
 near-ties then rank as in the per-query port of the notebook (lib.tools.bench_rerank), which the
 tests and the bench hold it to. Ties go to the smaller gallery index, as in topk.
 
-- `a3r` (arXiv 2306.06691, the reference's reranking.ipynb; README: re-ranking):
+- `a3r` (arXiv 2306.06691, the reference's reranking.ipynb; docs/reranking.md):
   (a) adapted query: the first principal component of the first-stage top-m image embeddings, each
       weighted by its min-max scaled text similarity (PCA as the notebook's sklearn call does it: the
       d coordinates are the samples, i.e. each weighted embedding minus its mean coordinate, then the

@@ -55,7 +55,7 @@ def autocast(precision: str, device: torch.device) -> Callable[[], contextlib.Ab
 def use_threads(threads: int) -> None:
     """torch's intra-op threads for this process (0 keeps torch's default: one per core). On a CPU
     that other work shares, a second thread spinning at every operation's barrier can cost more
-    than it gives (README: threads)."""
+    than it gives (docs/benchmarks.md: threads)."""
     if threads > 0 and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
 

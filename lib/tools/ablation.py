@@ -148,7 +148,7 @@ def table(rows: Sequence[Row], folders: dict[str, list[Path]]) -> pd.DataFrame:
 
 
 def markdown(frame: pd.DataFrame) -> str:
-    """The README's table: mean ± std, and Δ [95 % interval] against the row named."""
+    """The results page's table: mean ± std, and Δ [95 % interval] against the row named."""
     out = ["| row | val | A | B | Δ val | Δ A | Δ B | against |", "|---|---|---|---|---|---|---|---|"]
     for line in frame.to_dict("records"):
         cells = [f"{line[f'{c}_mean']:.3f}" + (f" ± {line[f'{c}_std']:.3f}" if line["seeds"] > 1 else "")

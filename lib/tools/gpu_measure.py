@@ -1,7 +1,7 @@
 """What the GPU proof's parts share: a time budget, peak memory, freeing memory between settings,
 and a failure written as one line for the report.
 
-Memory is torch.cuda.max_memory_allocated in decimal GB (the README's plan counts them so): what
+Memory is torch.cuda.max_memory_allocated in decimal GB (docs/gpu.md's plan counts them so): what
 tensors held at the peak, not what the caching allocator reserved. Off CUDA it cannot be measured
 and is None (null in the JSON).
 """

@@ -3,7 +3,7 @@
     python -m lib.tools.gpu_proof [--cpu-dry-run] [--out runs/gpu-proof.json] [--parts encode,train,pipeline]
                                   [--encode-budget S] [--train-budget S] [--pipeline-budget S] [--commit SHA]
 
-Three parts (README: "The GPU proof"), each within its own time budget, each recorded with its
+Three parts (docs/gpu.md), each within its own time budget, each recorded with its
 error if it fails while the run goes on; the JSON file is rewritten as results come, so a run cut
 off still leaves what it measured:
 1. encode (lib.tools.gpu_proof_encode): gallery encoding with ViT-bigG-14, the kit's path against
@@ -42,8 +42,8 @@ from lib.tools import gpu_wheels
 
 DEFAULT_OUT = REPO_ROOT / "runs" / "gpu-proof.json"
 PARTS = ("encode", "train", "pipeline")
-PLAN_MODEL = "ViT-bigG-14"  # the model the README's plan is for
-# Sizes and budgets (seconds): on the GPU the three parts end within about 7 minutes (README), the
+PLAN_MODEL = "ViT-bigG-14"  # the model docs/gpu.md's plan is for
+# Sizes and budgets (seconds): on the GPU the three parts end within about 7 minutes (docs/gpu.md), the
 # dry run within one.
 FULL = {"images": 2500, "reference_images": 300, "train_steps": 10, "train_warmup": 3, "ladder": "256,128,64",
         "encode_budget": 60.0, "train_budget": 180.0, "pipeline_budget": 120.0, "pipeline_workers": 4}
@@ -235,13 +235,13 @@ def _num(value: Any, fmt: str = ",.1f", unit: str = "") -> str:
 
 
 def table(report: dict[str, Any]) -> str:
-    """The report in rows: part, figure, measured, and the README's plan beside it."""
+    """The report in rows: part, figure, measured, and docs/gpu.md's plan beside it."""
     m, enc, tr, pipe = report["machine"], report["encode"], report["train"], report["pipeline"]
     where = m["gpu"] or "the CPU (dry run)"
     rows = [f"gpu-proof: {report['setup']['model'] or '-'} on {where}, torch {m['torch']} "
             f"(CUDA {m['cuda']}), open_clip {m['open_clip']} ({m['open_clip_from']}), "
             f"commit {m['git_commit']}, {_num(report['seconds'], ',.0f', ' s')}",
-            f"{'part':<9} {'figure':<46} {'measured':<34} plan (README)"]
+            f"{'part':<9} {'figure':<46} {'measured':<34} plan (docs/gpu.md)"]
     setup = report["setup"]
     if setup["parameters"]:
         rows.insert(1, f"set-up: {setup['images']:,} images in {setup['images_s']} s; {setup['model']} "

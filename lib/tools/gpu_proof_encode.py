@@ -31,7 +31,7 @@ from lib.tools.gpu_measure import Budget, fit_count, free, peak_gb, reset_peak, 
 TEST_GALLERY = 17_611  # images in the competition's test gallery
 REFERENCE_BATCH = 2000  # script/run_infer.sh: --image_batch 2000
 CAR_SHARE = 7_611 / 17_611  # the test gallery's cars
-# The README's plan ("ViT-bigG-14 on paper"): bf16 on an H100 at 40 % of 990 TFLOP/s, 967.5 GFLOPs an
+# docs/gpu.md's plan: bf16 on an H100 at 40 % of 990 TFLOP/s, 967.5 GFLOPs an
 # image; and the reference's own measurement: 31 minutes for the gallery at fp32 on an A100.
 PLAN = {"kit_images_per_s": 400.0, "reference_images_per_s_a100": 9.5}
 KIT_SHARE = 0.5  # of the part's time: the kit's timed run (the reference and warm-ups take the rest)
@@ -58,7 +58,7 @@ def template() -> dict[str, Any]:
             "agreement": {"images": None, "min_cosine": None, "mean_cosine": None},
             "test_gallery_images": TEST_GALLERY,
             "projected_test_gallery_s": {"kit": None, "reference": None},
-            "plan": dict.fromkeys(PLAN)}  # the README's figures, for ViT-bigG-14 only
+            "plan": dict.fromkeys(PLAN)}  # docs/gpu.md's figures, for ViT-bigG-14 only
 
 
 @contextlib.contextmanager

@@ -38,7 +38,7 @@ from lib.tools.gpu_measure import Budget, failure, free, is_out_of_memory, peak_
 from lib.train.loop import TrainLoop
 
 LADDER = (256, 128, 64)
-# The README's plan for ViT-bigG-14 ("ViT-bigG-14 on paper"): fp32 weights, gradients and AdamW moments
+# docs/gpu.md's plan for ViT-bigG-14: fp32 weights, gradients and AdamW moments
 # (40.6 GB) + autocast's bf16 copies (about 5 GB), then activations per sample without / with
 # checkpointing; speed on an H100 at 40 % of 990 TFLOP/s, 3.2 TFLOPs a sample (4.3 with checkpointing).
 PLAN_STATES_GB = 45.6
