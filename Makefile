@@ -51,8 +51,7 @@ quick-review: $(STAMP) ## regenerate the submission from best-result-review/ and
 	$(PY) -m lib.pipeline --review
 
 promote: $(STAMP) ## make a finished run the record in best-result-review/ (RUN=runs/<profile>/<name>)
-	$(PY) -m lib.review promote $(RUN)
-	$(PY) -m lib.pipeline --review --record
+	$(PY) -m lib.pipeline --promote $(RUN)
 
 seed-study: $(STAMP) ## fine-tune RUN's prepared data again under seeds 0 1 2, table with the spread (ARGS: key=value)
 	$(PY) -m lib.tools.seed_study --run $(RUN) --seeds $(SEEDS) --label $(LABEL) $(ARGS)

@@ -36,6 +36,8 @@ RENAMED = {"augment": "attribute_augmentation", "augment_fields": "attribute_fie
            "resume": "not a parameter: make reproduce RESUME=runs/<name> (or python -m lib.train "
                      "--resume latest)"}
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+MAX_RUN_NAME_BYTES = 200  # file systems allow 255; the kit adds suffixes (".partial.ipynb", "-ablation.md")
+RESERVED_RUN_NAMES = ("latest",)
 
 
 class ConfigError(KitError, ValueError):
@@ -208,13 +210,39 @@ def _profile_values(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     return {**inherited, **values}
 
 
+class DuplicateKey(yaml.constructor.ConstructorError):
+    """A key given twice in one YAML mapping (plain YAML would keep the last silently)."""
+
+
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                problem = f"{key} is given twice (lines {seen[key]} and {line}): keep one"
+                raise DuplicateKey(None, None, problem, key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML text with the safe loader, a key given twice refused."""
+    return yaml.load(text, Loader=_UniqueKeys)  # noqa: S506 (a SafeLoader subclass)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
-    """A YAML mapping; a syntax error names the file, line and column."""
+    """A YAML mapping; a syntax error or a key given twice names the file, line and column."""
     try:
-        values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        values = load_yaml(Path(path).read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        if isinstance(err, DuplicateKey):
+            raise ConfigError(f"{where}: {err.problem}") from None
         raise ConfigError(f"{where}: not valid YAML ({getattr(err, 'problem', None) or err})") from None
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: cannot be read ({err})") from None
@@ -230,6 +258,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not key=value")
+        if key.strip() in parsed:
+            raise ConfigError(f"{key.strip()} is given twice on the command line: keep one")
         try:
             parsed[key.strip()] = yaml.safe_load(value) if value.strip() else ""
         except yaml.YAMLError:
@@ -245,10 +275,10 @@ def as_overrides(value: Any) -> dict[str, Any]:
         return {}
     if isinstance(value, str):
         try:
-            value = yaml.safe_load(value)
+            value = load_yaml(value)
         except yaml.YAMLError:
-            raise ConfigError(f"overrides {value!r} is not valid JSON or YAML; write a mapping, e.g. "
-                              "'{\"query_policy\": \"none\"}'") from None
+            raise ConfigError(f"overrides {value!r} is not valid JSON or YAML, or gives a key twice; write a "
+                              "mapping, e.g. '{\"query_policy\": \"none\"}'") from None
     if not isinstance(value, typing.Mapping) or not all(isinstance(k, str) for k in value):
         raise ConfigError(f"overrides must be a mapping of parameter: value, e.g. {{\"lr\": 1e-4}} (or its "
                           f"JSON / YAML text), got {type(value).__name__} {value!r}")
@@ -319,9 +349,14 @@ def _validate(cfg: Config) -> None:
     if not DEVICE.fullmatch(cfg.device):
         raise ConfigError(f"device={cfg.device!r} must be auto, cpu, cuda or cuda:N")
     if cfg.run_name and (cfg.run_name in (".", "..") or "/" in cfg.run_name or "\\" in cfg.run_name
-                         or cfg.run_name != cfg.run_name.strip()):
-        raise ConfigError(f"run_name={cfg.run_name!r} must be a plain folder name under runs_root "
-                          "(no '/', no '..', no surrounding spaces)")
+                         or cfg.run_name != cfg.run_name.strip() or not cfg.run_name.isprintable()
+                         or len(cfg.run_name.encode("utf-8")) > MAX_RUN_NAME_BYTES):
+        shown = f"{cfg.run_name[:60]!r}" + ("..." if len(cfg.run_name) > 60 else "")
+        raise ConfigError(f"run_name={shown} must be a plain folder name under runs_root: no '/', no '..', "
+                          f"no surrounding spaces, no control characters, at most {MAX_RUN_NAME_BYTES} bytes")
+    if cfg.run_name in RESERVED_RUN_NAMES:
+        raise ConfigError(f"run_name={cfg.run_name!r} is reserved (runs_root/latest points at the newest "
+                          "run); choose another name")
 
 
 def _out_of_range(value: Any, rules: typing.Mapping[str, Any]) -> str:

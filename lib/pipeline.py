@@ -131,6 +131,23 @@ class _Terminal:
             self._append(line)
 
 
+@contextlib.contextmanager
+def stderr_to(path: Path) -> Iterator[None]:
+    """This process's stderr (file descriptor 2, which a kernel it starts inherits) appended to
+    `path` while the block runs: what a kernel says about itself (its log, a traceback when it is
+    stopped mid-reply) belongs in the step's log, not in the terminal."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "a", encoding="utf-8") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def final_stream_states(path: Path) -> None:
     """Keep what a terminal would show of each cell's printed output: consecutive stream outputs
     merged, each progress bar's redraws (carriage returns) reduced to its last state, the lines a bar
@@ -174,6 +191,7 @@ def run_notebook(name: str, out_dir: Path, parameters: dict[str, Any], timeout_s
     into a partial file that replaces it at the end), showing its progress; on failure raise with the
     cell's error. `log_path`: the step's log (default `<out_dir>/logs/<name>.log`)."""
     import papermill as pm
+    from nbclient.exceptions import CellTimeoutError
     from papermill.exceptions import PapermillExecutionError
 
     source = NOTEBOOK_DIR / f"{name}.ipynb"
@@ -185,7 +203,8 @@ def run_notebook(name: str, out_dir: Path, parameters: dict[str, Any], timeout_s
     start = time.monotonic()
     log(f"[{name}] running -> {portable(target)} (these lines also go to {portable(log_path)})")
     try:
-        with _Terminal(name, log_path, log) as terminal, kernel_env(terminal.progress_file):
+        with (_Terminal(name, log_path, log) as terminal, kernel_env(terminal.progress_file),
+              stderr_to(log_path)):
             pm.execute_notebook(
                 str(source), str(partial), parameters=parameters, cwd=str(NOTEBOOK_DIR),
                 kernel_name="python3", execution_timeout=timeout_s, progress_bar=False,
@@ -197,6 +216,10 @@ def run_notebook(name: str, out_dir: Path, parameters: dict[str, Any], timeout_s
             f"{name} failed in cell {err.exec_count}: {err.ename}: {err.evalue}\n"
             f"the executed notebook is kept: {portable(target)}"
         ) from None
+    except CellTimeoutError:
+        _keep(partial, target)
+        raise NotebookFailed(f"{name}: a cell ran longer than --cell-timeout {timeout_s} s and was stopped; "
+                             f"the executed notebook is kept: {portable(target)}") from None
     except OSError as err:
         if err.errno == errno.ENOSPC:
             raise DiskFull(target) from None
@@ -309,6 +332,42 @@ def run_review(record: bool = False, log: Log = print) -> Path:
     return path
 
 
+def promote_run(run_dir: str | Path, log: Log = print) -> Path:
+    """`make promote`: the run checked whole, its record built beside the current one, reviewed (05
+    executed into it), and only then put in place; the current record is kept until the new one has
+    passed, and restored when it does not (the failed one goes to runs/promote-failed/ for reading)."""
+    from lib import record_figures, review
+
+    record = review.REVIEW_DIR
+    new, old = record.with_name(f".{record.name}.new"), record.with_name(f".{record.name}.old")
+    if old.exists():
+        raise review.ReviewError(f"{old} is left from a promote that was cut short: {record} may be a record "
+                                 f"that was never reviewed; keep one of the two (move the other away), then "
+                                 "promote again")
+    if new.exists():
+        shutil.rmtree(new)  # a half-built record of a promote cut short, never the record
+    review.build_record(Path(run_dir), new)
+    log(f"record of {portable(run_dir)} built; reviewing it (05_quick_review)")
+    if record.exists():
+        os.replace(record, old)
+    os.replace(new, record)
+    try:
+        run_review(record=True, log=log)
+    except BaseException:
+        failed = REPO_ROOT / "runs" / "promote-failed" / dt.datetime.now().strftime("%Y_%m_%d-%H_%M_%S")
+        failed.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(record, failed)
+        if old.exists():
+            os.replace(old, record)
+        log(f"the record is unchanged; the one that failed its review is kept in {portable(failed)}")
+        raise
+    record_figures.update_page(REPO_ROOT / record_figures.RESULTS_PAGE, record)
+    if old.exists():
+        shutil.rmtree(old)
+    log(f"promoted {portable(run_dir)} -> {portable(record)} (figures: {record_figures.RESULTS_PAGE})")
+    return record
+
+
 def report(run_dir: Path, log: Log = print) -> None:
     """The figures a person wants at the end: where things are and the scores."""
     scores = run_dir / "scores.json"
@@ -345,13 +404,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cell-timeout", type=int, default=None, metavar="S",
                         help="stop a notebook cell that runs longer than S seconds (default: no limit)")
     parser.add_argument("--review", action="store_true", help="run 05_quick_review on best-result-review/")
-    parser.add_argument("--record", action="store_true",
-                        help="with --review: write the executed copy into the record")
+    parser.add_argument("--promote", default="", metavar="RUN",
+                        help="make a finished run the record in best-result-review/ (checked, reviewed, "
+                             "then swapped in)")
     parser.add_argument("overrides", nargs="*", help="key=value parameter overrides")
     args = parser.parse_args(argv)
     try:
         if args.review:
-            run_review(record=args.record)
+            run_review()
+            return 0
+        if args.promote:
+            promote_run(args.promote)
             return 0
         overrides = config_mod.parse_overrides(args.overrides)
         if args.from_step and not args.resume:

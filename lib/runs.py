@@ -12,6 +12,7 @@ has its own runs_root: runs/demo, runs/competition, runs/smoke).
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import os
 import platform
 import subprocess
@@ -44,10 +45,23 @@ def create_run(cfg: Config) -> Path:
     if run_dir.exists() and any(run_dir.iterdir()):
         raise RunDirError(f"{run_dir} already exists: choose another run_name, or continue it with "
                           f"{resume_command(run_dir)}")
-    (run_dir / "data").mkdir(parents=True, exist_ok=True)
-    write_params(cfg, run_dir)
-    point_latest(run_dir)
+    try:
+        (run_dir / "data").mkdir(parents=True, exist_ok=True)
+        write_params(cfg, run_dir)
+        point_latest(run_dir)
+    except PermissionError as err:
+        raise not_writable(run_dir, err) from None
+    except OSError as err:
+        if err.errno != errno.EROFS:
+            raise
+        raise not_writable(run_dir, err) from None
     return run_dir
+
+
+def not_writable(folder: Path, err: OSError) -> RunDirError:
+    """The refusal for a run folder (or runs_root) the kit cannot write in."""
+    return RunDirError(f"cannot write in {folder} ({err.strerror or err}): a run needs a writable folder; "
+                       "choose another runs_root, or make this one writable")
 
 
 def write_params(cfg: Config, run_dir: Path) -> Path:
@@ -86,6 +100,9 @@ def find_run(run_dir: str | os.PathLike = "") -> Path:
         raise RunDirError(f"no run at {folder}: make reproduce (or run notebooks/01_prepare.ipynb) first")
     if not folder.is_dir():
         raise RunDirError(f"{folder} is a file, not a run folder (a run is a folder with a {PARAMS})")
+    if not (folder / PARAMS).is_file():
+        raise RunDirError(f"{folder} is not a run folder (it has no {PARAMS}); nothing was written there. "
+                          "A run is a folder under runs/<profile>/ that make reproduce made")
     return folder.resolve()
 
 
@@ -158,9 +175,20 @@ def hold(run_dir: Path) -> None:
 
     run_dir = Path(run_dir).resolve()
     if run_dir not in _held:
-        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock(run_dir)
         fcntl.flock(fd, fcntl.LOCK_SH)
         _held[run_dir] = fd
+
+
+def _open_lock(run_dir: Path) -> int:
+    try:
+        return os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except PermissionError as err:
+        raise not_writable(run_dir, err) from None
+    except OSError as err:
+        if err.errno != errno.EROFS:
+            raise
+        raise not_writable(run_dir, err) from None
 
 
 def wait_until_idle(run_dir: Path, timeout_s: float = 30.0) -> None:
@@ -171,7 +199,7 @@ def wait_until_idle(run_dir: Path, timeout_s: float = 30.0) -> None:
     run_dir = Path(run_dir).resolve()
     if run_dir in _held:  # our own shared lock would block the exclusive one
         os.close(_held.pop(run_dir))
-    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock(run_dir)
     deadline = time.monotonic() + timeout_s
     try:
         while True:

@@ -38,7 +38,8 @@ def test_every_named_path_module_and_target_exists(page):
 def test_the_readme_is_a_quickstart():
     lines = _text(REPO_ROOT / "README.md").splitlines()
     assert len(lines) <= 200
-    for needed in ("make reproduce", "make test", "runs/demo/latest", "papermill", '"image_names"', "make lab"):
+    for needed in ("make reproduce", "make test", "runs/demo/latest", "papermill", '"image_names"',
+                   "make lab"):
         assert needed in "\n".join(lines), needed
 
 

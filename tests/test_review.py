@@ -60,4 +60,4 @@ def test_fresh_dir_never_deletes_a_foreign_folder(tmp_path):
 def test_promote_refuses_an_unfinished_run(tmp_path):
     (tmp_path / "params.yaml").write_text("profile: demo\n")
     with pytest.raises(review.ReviewError, match="submission.json"):
-        review.promote(tmp_path, review_dir=tmp_path / "record")
+        review.build_record(tmp_path, tmp_path / "record")

@@ -100,8 +100,11 @@ def cache_key(model_id: str, paths: Sequence[str | os.PathLike], preprocess: dic
     return key, {**parts, "images": len(files), "names": [f[0] for f in files]}
 
 
-def load(cache_dir: str | os.PathLike, key: str, names: Sequence[str]) -> np.ndarray | None:
-    """The cached embeddings for `key`, or None (no entry, or an entry that does not match `names`)."""
+def load(cache_dir: str | os.PathLike, key: str, names: Sequence[str],
+         model_id: str = "") -> np.ndarray | None:
+    """The cached embeddings for `key`, or None (no entry, or an entry that is not of `names` in this
+    order, or of another model than `model_id` when given). lib.eval.retrieval also encodes a few
+    random rows again and compares them: a sidecar can be rewritten, the model's output cannot."""
     npy, meta_path = _paths(cache_dir, key)
     if not (npy.is_file() and meta_path.is_file()):
         return None
@@ -113,6 +116,9 @@ def load(cache_dir: str | os.PathLike, key: str, names: Sequence[str]) -> np.nda
         return None
     if meta.get("names") != list(names) or emb.dtype != np.float32 or emb.ndim != 2 or len(emb) != len(names):
         warnings.warn(f"ignoring embedding cache {npy}: it does not match the gallery", stacklevel=2)
+        return None
+    if model_id and meta.get("model_id") != model_id:
+        warnings.warn(f"ignoring embedding cache {npy}: it was made by another model", stacklevel=2)
         return None
     if meta.get("sha256") != array_sha256(emb):
         warnings.warn(f"ignoring embedding cache {npy}: its array is not the one written (its sha256 differs "

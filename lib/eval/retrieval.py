@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -83,13 +85,36 @@ def encode_gallery(model: torch.nn.Module, paths: Sequence[str | os.PathLike], p
     key, description = embedding_cache.cache_key(
         model_id or embedding_cache.model_fingerprint(model), paths,
         {**pp, "pad": PAD_POLICY, "flip": bool(flip)}, dtype, code=preprocessing_fingerprint())
-    cached = embedding_cache.load(cache_dir, key, names)
-    if cached is not None:
+    cached = embedding_cache.load(cache_dir, key, names, model_id=description["model_id"])
+    if cached is not None and _spot_check(model, paths, cached, preprocess_cfg, precision, flip,
+                                          cache_dir / f"{key}.npy"):
         return names, torch.from_numpy(cached), True
     emb = encode_images(model, paths, preprocess_cfg, batch_size=batch_size, workers=workers,
                         precision=precision, progress=progress, flip=flip)
     embedding_cache.save(cache_dir, key, emb.numpy(), description)
     return names, emb, False
+
+
+SPOT_CHECK_ROWS = 8  # rows of a cache entry encoded again at every hit, chosen at random
+SPOT_CHECK_COSINE = 0.999  # the same model, images and precision give the same row (to rounding)
+
+
+def _spot_check(model: torch.nn.Module, paths: list[Path], cached: np.ndarray, preprocess_cfg: Any,
+                precision: str, flip: bool, entry: Path) -> bool:
+    """Encode a few random rows of a cache entry again with the model in use: an entry whose rows are
+    not these images' embeddings under this model (rows reordered, another model's, a forged sidecar)
+    is refused and encoded again. The rows are drawn afresh each time, so a forgery cannot know them."""
+    rows = sorted(random.SystemRandom().sample(range(len(paths)), min(SPOT_CHECK_ROWS, len(paths))))
+    fresh = encode_images(model, [paths[i] for i in rows], preprocess_cfg, batch_size=len(rows),
+                          precision=precision, progress=False, flip=flip).numpy()
+    cosine = (fresh * cached[rows]).sum(axis=1)
+    if (cosine >= SPOT_CHECK_COSINE).all():
+        return True
+    bad = rows[int(np.argmin(cosine))]
+    warnings.warn(f"ignoring embedding cache {entry}: its row for {paths[bad].name} is not that image's "
+                  f"embedding under the model in use (cosine {cosine.min():.3f}); encoding the gallery again",
+                  stacklevel=3)
+    return False
 
 
 def classify_gallery(gallery_emb: torch.Tensor, query_emb: torch.Tensor,

@@ -84,7 +84,12 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> str:
             tensors = state.get("state_dict", state)
             f.write(save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}))
         else:
-            torch.save(state, f)
+            try:
+                torch.save(state, f)
+            except RuntimeError as err:  # torch's zip writer reports a failed write as "unexpected pos"
+                if isinstance(err.__context__, (OSError, KeyboardInterrupt)):
+                    raise err.__context__ from None  # a full disk (-> DiskFull), Ctrl-C: what happened
+                raise
         sidecar(path).unlink(missing_ok=True)  # written in full: the old digest goes before the old file
 
     atomic_write(path, write)

@@ -29,7 +29,7 @@ from lib.config import Config
 from lib.data.prepare import AUGMENTED_TABLE
 from lib.errors import KitError
 from lib.model.device import resolve_device
-from lib.paths import REPO_ROOT
+from lib.paths import REPO_ROOT, portable
 from lib.train.loop import TrainLoop
 from lib.train.state import TrainResult, collect_result
 
@@ -178,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     except KitError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"stopped: interrupted; the last checkpoint is kept. Continue with: python -m lib.train "
+              f"--run-dir {portable(args.run_dir)} --resume latest", file=sys.stderr)
+        return 130
     return 0
 
 

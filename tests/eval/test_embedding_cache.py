@@ -18,15 +18,20 @@ def _encode(clip, paths, cache_dir, pp=None, **kw):
 
 
 class Spy:
-    """Counts calls to retrieval.encode_images (the only place that runs the image encoder)."""
+    """Counts calls to retrieval.encode_images (the only place that runs the image encoder): encodes
+    of the gallery (`calls`), and the spot checks of a cache hit (2 rows here, `spot_checks`)."""
 
     def __init__(self, monkeypatch):
-        self.calls, self._real = 0, retrieval.encode_images
+        self.calls, self.spot_checks, self._real = 0, 0, retrieval.encode_images
         monkeypatch.setattr(retrieval, "encode_images", self)
+        monkeypatch.setattr(retrieval, "SPOT_CHECK_ROWS", 2)
 
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        return self._real(*args, **kwargs)
+    def __call__(self, model, paths, *args, **kwargs):
+        if len(paths) == retrieval.SPOT_CHECK_ROWS:
+            self.spot_checks += 1
+        else:
+            self.calls += 1
+        return self._real(model, paths, *args, **kwargs)
 
 
 def test_cache_hit_does_not_encode_again(clip, gallery, tmp_path, monkeypatch):
@@ -38,7 +43,7 @@ def test_cache_hit_does_not_encode_again(clip, gallery, tmp_path, monkeypatch):
     assert npy.with_suffix(".json").is_file() and not list(cache.glob("*.tmp"))
     mtime = npy.stat().st_mtime_ns
     names2, emb2, hit2 = _encode(clip, list(reversed(gallery)), cache)
-    assert (spy.calls, hit2) == (1, True)  # encoder not called again
+    assert (spy.calls, spy.spot_checks, hit2) == (1, 1, True)  # only 2 random rows encoded again
     assert names2 == names and torch.equal(emb2, emb)  # bit-identical to the miss
     assert npy.stat().st_mtime_ns == mtime and len(list(cache.glob("*.npy"))) == 1
 
