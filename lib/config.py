@@ -210,8 +210,8 @@ def _profile_values(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     return {**inherited, **values}
 
 
-class DuplicateKey(yaml.constructor.ConstructorError):
-    """A key given twice in one YAML mapping (plain YAML would keep the last silently)."""
+class DuplicateKey(yaml.constructor.ConstructorError, ConfigError):
+    """A key given twice in one YAML mapping (plain YAML would keep the last silently); read_yaml words it."""
 
 
 class _UniqueKeys(yaml.SafeLoader):

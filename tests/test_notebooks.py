@@ -115,8 +115,8 @@ def test_a_custom_profile_outside_configs_reaches_every_notebook(smoke_notebook,
             "stop_epoch": 1, "workers": 0, "log_every": 2, "lr": 2.5e-4, "query_policy": "surveillance",
             "no_gain_over_zero_shot": "warn"}  # the stock data at another lr and batch: no gain promised
     profile = tmp_path / "my.yaml"
-    stock = (config.CONFIG_DIR / "competition.yaml").read_text()
-    profile.write_text(stock + yaml.safe_dump(mine))
+    stock = yaml.safe_load((config.CONFIG_DIR / "competition.yaml").read_text())
+    profile.write_text("# configs/competition.yaml, my values\n" + yaml.safe_dump({**stock, **mine}))
     cfg = config.load(str(profile))  # what `python -m lib.pipeline --profile my.yaml` does
     assert not cfg.generate_demo_data and cfg.profile == "competition"
     run_dir = pipeline.run_pipeline(cfg, log=lambda *_: None)
