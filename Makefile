@@ -54,10 +54,10 @@ promote: $(STAMP) ## make a finished run the record in best-result-review/ (RUN=
 	$(PY) -m lib.pipeline --promote $(RUN)
 
 seed-study: $(STAMP) ## fine-tune RUN's prepared data again under seeds 0 1 2, table with the spread (ARGS: key=value)
-	$(PY) -m lib.tools.seed_study --run $(RUN) --seeds $(SEEDS) --label $(LABEL) $(ARGS)
+	$(PY) -m tools.study.seed_study --run $(RUN) --seeds $(SEEDS) --label $(LABEL) $(ARGS)
 
 ablation: $(STAMP) ## the README's ablation and choices: every row three seeds of RUN's data, val / A / B with paired intervals (about an hour)
-	$(PY) -m lib.tools.ablation --run $(RUN) --seeds $(SEEDS) $(ARGS)
+	$(PY) -m tools.study.ablation --run $(RUN) --seeds $(SEEDS) $(ARGS)
 
 test: $(STAMP) ## run the whole test suite (unit tests, notebooks with papermill, nbval record)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
@@ -69,8 +69,8 @@ test-fast: $(STAMP) ## the unit tests without the slow ones (pipelines, notebook
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is broken (tests/ missing?)" >&2; fi; \
 	exit $$rc
 
-lint: $(STAMP) ## ruff on lib/ and tests/, and the import layering contracts (lint-imports)
-	$(VENV)/bin/ruff check lib tests
+lint: $(STAMP) ## ruff on lib/, tools/ and tests/, and the import layering contracts (lint-imports)
+	$(VENV)/bin/ruff check lib tools tests
 	$(VENV)/bin/lint-imports
 
 mutation: $(STAMP) ## mutation testing (mutmut) of scoring, labels, padding, top-k, schedule: tens of minutes
@@ -80,17 +80,17 @@ mutation: $(STAMP) ## mutation testing (mutmut) of scoring, labels, padding, top
 	$(PY) tests/mutation_report.py
 
 fingerprint: $(STAMP) ## rerun the smoke pipeline and rewrite the golden fingerprint (a change that moves the numbers)
-	$(PY) -m lib.tools.fingerprint --write
+	$(PY) -m tools.fingerprint --write
 
 bench: $(STAMP) ## speed benchmarks against a peer measured in the same run (ARGS=--quick: seconds)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements-bench.txt
-	$(PY) -m lib.tools.bench $(ARGS)
+	$(PY) -m tools.bench $(ARGS)
 
 gpu-proof: ## bigG speed and memory, the CUDA pipeline, torchrun with NCCL, in one run (ARGS=--cpu-dry-run: a minute, no GPU)
-	PYTHONUNBUFFERED=1 $(GPU_PY) -m lib.tools.gpu_proof $(ARGS)
+	PYTHONUNBUFFERED=1 $(GPU_PY) -m tools.gpu $(ARGS)
 
 gpu-wheels: ## download into .whl/ what gpu-proof needs on a GPU machine without it (Python 3.12, x86-64)
-	$(GPU_PY) -m lib.tools.gpu_wheels download
+	$(GPU_PY) -m tools.gpu.wheels download
 
 lab: $(STAMP) ## Jupyter Lab at the repository root, opened on notebooks/ (LAB_ARGS="--port 8889 --no-browser")
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --ServerApp.default_url=/lab/tree/notebooks \

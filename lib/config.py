@@ -110,7 +110,7 @@ class Config:
     # 03_train's check that fine-tuning beat the starting point (val mAP@10 of the kept epoch above
     # epoch 0's): fail stops the run there with the way on, warn says so and goes on
     no_gain_over_zero_shot: str = knob("fail", choices=("fail", "warn"))
-    # --- weight averaging after training (lib.eval.soup; off: docs/results.md, the ablation)
+    # --- weight averaging after training (lib.soup.make; off: docs/results.md, the ablation)
     # none: the best epoch is scored. uniform: the mean of every epoch checkpoint. greedy: epochs by
     # selection score, each added only if the soup does not score lower (Wortsman et al. 2022). wise:
     # WiSE-FT, (1 - alpha) * pretrained + alpha * the best epoch. The selection score is val's official

@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import fcntl
 import os
 import platform
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
+
+import open_clip
+import torch
 
 from lib import config as config_mod
 from lib.config import Config
@@ -76,13 +81,6 @@ def read_params(run_dir: Path) -> Config:
     return config_mod.load_saved(path)
 
 
-def open_run(run_dir: str | os.PathLike = "") -> tuple[Config, Path]:
-    """(parameters, folder) of an existing run: the one given, else the newest (`find_run`)."""
-    folder = find_run(run_dir)
-    hold(folder)
-    return read_params(folder), folder
-
-
 def find_run(run_dir: str | os.PathLike = "") -> Path:
     """An existing run folder, absolute: the one given (as given, else relative to the repository
     root, where notebooks are not run from), or the newest run: the `latest` link under runs/ (one a
@@ -135,9 +133,6 @@ def point_latest(run_dir: Path) -> None:
 
 def provenance() -> dict[str, Any]:
     """What produced a run, for params.yaml: the code version and the library versions."""
-    import open_clip
-    import torch
-
     return {
         "git_sha": git_commit(),
         "python": platform.python_version(),
@@ -171,8 +166,6 @@ _held: dict[Path, int] = {}
 
 def hold(run_dir: Path) -> None:
     """Take this process's shared lock on the run (kept until the process ends)."""
-    import fcntl
-
     run_dir = Path(run_dir).resolve()
     if run_dir not in _held:
         fd = _open_lock(run_dir)
@@ -193,9 +186,6 @@ def _open_lock(run_dir: Path) -> int:
 
 def wait_until_idle(run_dir: Path, timeout_s: float = 30.0) -> None:
     """Return once no other process holds the run's lock; refuse after `timeout_s`."""
-    import fcntl
-    import time
-
     run_dir = Path(run_dir).resolve()
     if run_dir in _held:  # our own shared lock would block the exclusive one
         os.close(_held.pop(run_dir))

@@ -53,7 +53,8 @@ def smoke_workspace(tmp_path_factory) -> dict:
 def smoke_notebook(smoke_workspace):
     """Execute a pipeline notebook on the smoke profile (each at most once, in pipeline order), in
     one run whose params.yaml the pipeline wrote, as make reproduce does."""
-    from lib import config, pipeline, runs
+    from lib import config, runs
+    from lib.pipeline import notebooks, runner
 
     cfg = config.load("smoke", **smoke_workspace["overrides"])
     executed = smoke_workspace["executed"]
@@ -64,9 +65,9 @@ def smoke_notebook(smoke_workspace):
                 smoke_workspace["run_dir"] = runs.create_run(cfg)
             run_dir = smoke_workspace["run_dir"]
             params = {"run_dir": str(run_dir)}
-            for step in pipeline.PIPELINE[: pipeline.PIPELINE.index(name) + 1]:
-                if step not in executed and (pipeline.NOTEBOOK_DIR / f"{step}.ipynb").exists():
-                    executed[step] = pipeline.run_notebook(step, run_dir, params, timeout_s=600)
+            for step in runner.PIPELINE[: runner.PIPELINE.index(name) + 1]:
+                if step not in executed and (notebooks.NOTEBOOK_DIR / f"{step}.ipynb").exists():
+                    executed[step] = notebooks.run_notebook(step, run_dir, params, timeout_s=600)
         return executed[name]
 
     return run

@@ -18,11 +18,13 @@ import numpy as np
 import pytest
 import torch
 
-from lib import config, pipeline, review, runs, steps
+from lib import config, runs, steps
 from lib.config import ConfigError
 from lib.files import sha256_file
 from lib.model.checkpoints import ChecksumError, save_checkpoint
 from lib.paths import REPO_ROOT
+from lib.pipeline import runner
+from lib.record import review
 
 
 class FakeSteps:
@@ -46,7 +48,7 @@ class FakeSteps:
         if name == "03_train":
             ckpt = run_dir / "checkpoints"
             if any(ckpt.glob("*.pt")) and parameters.get("resume") != "latest":
-                raise pipeline.NotebookFailed(f"{run_dir} already holds checkpoints")
+                raise runner.NotebookFailed(f"{run_dir} already holds checkpoints")
             if not (ckpt / "epoch_1.pt").exists():
                 augmented = data / "train_augmented.csv"
                 trained_on = augmented.read_text() if augmented.exists() else "train.csv"
@@ -71,13 +73,13 @@ class FakeSteps:
 @pytest.fixture
 def fake(monkeypatch):
     steps_ = FakeSteps()
-    monkeypatch.setattr(pipeline, "run_notebook", steps_)
+    monkeypatch.setattr(runner, "run_notebook", steps_)
     return steps_
 
 
 def _run(tmp_path, **overrides) -> Path:
     cfg = config.load("smoke", runs_root=str(tmp_path / "runs"), run_name="r", **overrides)
-    return pipeline.run_pipeline(cfg, log=lambda *_: None)
+    return runner.run_pipeline(cfg, log=lambda *_: None)
 
 
 def _trained_on(run_dir: Path) -> str:
@@ -93,7 +95,7 @@ def test_01_going_back_redoes_every_later_step_from_scratch(tmp_path, fake):
     run_dir = _run(tmp_path)
     assert _trained_on(run_dir) == "augmented: True\n"
     fake.calls.clear()
-    pipeline.resume_pipeline(run_dir, "02_augment", {"attribute_augmentation": False}, log=lambda *_: None)
+    runner.resume_pipeline(run_dir, "02_augment", {"attribute_augmentation": False}, log=lambda *_: None)
     assert fake.ran() == ["02_augment", "03_train", "04_infer"]
     assert "resume" not in dict(fake.calls)["03_train"]  # trained again, not resumed from the old weights
     assert _trained_on(run_dir) == "augmented: False\n"
@@ -104,22 +106,22 @@ def test_01_training_run_by_hand_before_02_is_redone_after_it(tmp_path, fake, mo
     cfg = config.load("smoke", runs_root=str(tmp_path / "runs"), run_name="r")
     run_dir = runs.create_run(cfg)
     steps.record_parameters(run_dir, cfg)
-    with pytest.raises(pipeline.StepStopped):  # 02 stops: the user runs 03 by hand instead
-        fake.fail["02_augment"] = pipeline.NotebookFailed("02 failed")
-        pipeline._execute(run_dir, cfg, list(steps.PIPELINE), None, lambda *_: None)
+    with pytest.raises(runner.StepStopped):  # 02 stops: the user runs 03 by hand instead
+        fake.fail["02_augment"] = runner.NotebookFailed("02 failed")
+        runner._execute(run_dir, cfg, list(steps.PIPELINE), None, lambda *_: None)
     (run_dir / "data" / "train_augmented.csv").unlink(missing_ok=True)
     monkeypatch.delenv(steps.PIPELINE_ENV, raising=False)
     steps.open_step("03_train", run_dir)  # what the notebook's first cell does, by hand
     fake("03_train", run_dir, {"run_dir": str(run_dir)})
     assert _trained_on(run_dir) == "train.csv"
-    pipeline.resume_pipeline(run_dir, log=lambda *_: None)
+    runner.resume_pipeline(run_dir, log=lambda *_: None)
     assert _trained_on(run_dir) == "augmented: True\n"
 
 
 def test_02_new_parameters_on_a_finished_run_are_recorded_and_retrain(tmp_path, fake):
     run_dir = _run(tmp_path)
     fake.calls.clear()
-    pipeline.resume_pipeline(run_dir, overrides={"lr": 0.5, "seed": 7}, log=lambda *_: None)
+    runner.resume_pipeline(run_dir, overrides={"lr": 0.5, "seed": 7}, log=lambda *_: None)
     assert fake.ran() == ["03_train", "04_infer"] and "resume" not in dict(fake.calls)["03_train"]
     changed = [e for e in _history(run_dir) if e["event"] == "parameters changed"][-1]
     assert changed["changes"] == {"lr": [1e-4, 0.5], "seed": [0, 7]}
@@ -131,7 +133,7 @@ def test_02_a_params_yaml_edited_by_hand_is_recorded_before_anything_runs(tmp_pa
     params = run_dir / "params.yaml"
     params.write_text(params.read_text().replace("lr: 0.0001", "lr: 0.5"))
     fake.calls.clear()
-    pipeline.resume_pipeline(run_dir, log=lambda *_: None)
+    runner.resume_pipeline(run_dir, log=lambda *_: None)
     assert fake.ran() == ["03_train", "04_infer"]
     changed = [e for e in _history(run_dir) if e["event"] == "parameters changed"][-1]
     assert changed["by"] == "params.yaml edited by hand" and changed["changes"] == {"lr": [1e-4, 0.5]}
@@ -215,14 +217,14 @@ def test_06_a_record_that_fails_its_review_leaves_the_old_one_in_place(tmp_path,
     record.mkdir()
     (record / "old.txt").write_text("the committed record")
     monkeypatch.setattr(review, "REVIEW_DIR", record)
-    monkeypatch.setattr(pipeline, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(runner, "REPO_ROOT", tmp_path)
 
     def failing_review(record=False, log=print):
-        raise pipeline.NotebookFailed("05_quick_review failed in cell 4: 13 queries differ")
+        raise runner.NotebookFailed("05_quick_review failed in cell 4: 13 queries differ")
 
-    monkeypatch.setattr(pipeline, "run_review", failing_review)
-    with pytest.raises(pipeline.NotebookFailed, match="13 queries differ"):
-        pipeline.promote_run(run_dir, log=lambda *_: None)
+    monkeypatch.setattr(runner, "run_review", failing_review)
+    with pytest.raises(runner.NotebookFailed, match="13 queries differ"):
+        runner.promote_run(run_dir, log=lambda *_: None)
     assert sorted(p.name for p in record.iterdir()) == ["old.txt"]  # the old record, whole
     (failed,) = (tmp_path / "runs" / "promote-failed").iterdir()
     assert (failed / "checksums.sha256").exists()  # the one that failed, kept for reading
@@ -235,13 +237,13 @@ def test_07_a_failing_gain_check_goes_on_with_its_hint_without_retraining(tmp_pa
     fake.fail["03_train"] = lambda run_dir: NoGain(  # as lib.train.state.check_gain words it
         f"fine-tuning did not beat its starting point: {runs.resume_command(run_dir)} "
         "ARGS=\"no_gain_over_zero_shot=warn\"")
-    with pytest.raises(pipeline.StepStopped) as stopped:
+    with pytest.raises(runner.StepStopped) as stopped:
         _run(tmp_path)
     assert str(stopped.value).count("make reproduce RESUME=") == 1  # the check's own way on, not a loop
     run_dir = tmp_path / "runs" / "r"
     trained = sha256_file(run_dir / "checkpoints" / "epoch_1.pt")
     fake.calls.clear()
-    pipeline.resume_pipeline(run_dir, overrides={"no_gain_over_zero_shot": "warn"}, log=lambda *_: None)
+    runner.resume_pipeline(run_dir, overrides={"no_gain_over_zero_shot": "warn"}, log=lambda *_: None)
     assert fake.ran() == ["03_train", "04_infer"] and dict(fake.calls)["03_train"]["resume"] == "latest"
     assert sha256_file(run_dir / "checkpoints" / "epoch_1.pt") == trained
 
@@ -255,7 +257,7 @@ def test_08_resume_refuses_a_folder_that_is_not_a_run_before_writing(tmp_path, f
     else:
         target.mkdir()
     before = sorted(p.name for p in target.iterdir())
-    assert pipeline.main(["--resume", str(target)]) == 1
+    assert runner.main(["--resume", str(target)]) == 1
     assert "is not a run folder (it has no params.yaml); nothing was written there" in capsys.readouterr().err
     assert sorted(p.name for p in target.iterdir()) == before
 
@@ -267,7 +269,7 @@ def test_08_resume_refuses_a_folder_that_is_not_a_run_before_writing(tmp_path, f
     (["--resume", "README.md"], "is a file, not a run folder"),
 ])
 def test_12_odd_names_are_refused_in_one_line(argv, says, capsys, tmp_path):
-    assert pipeline.main(["--profile", "smoke", f"runs_root={tmp_path}", *argv]
+    assert runner.main(["--profile", "smoke", f"runs_root={tmp_path}", *argv]
                          if argv[0] != "--resume" else [*argv[:1], str(REPO_ROOT / argv[1])]) == 1
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err and not list(tmp_path.iterdir())
@@ -289,7 +291,7 @@ def test_12_a_read_only_runs_folder_is_one_line(tmp_path, monkeypatch, capsys):
         return real_mkdir(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "mkdir", read_only)
-    assert pipeline.main(["--profile", "smoke", f"runs_root={tmp_path}/runs"]) == 1
+    assert runner.main(["--profile", "smoke", f"runs_root={tmp_path}/runs"]) == 1
     err = capsys.readouterr().err
     assert "cannot write in" in err and "Read-only file system" in err and "Traceback" not in err
 
@@ -305,6 +307,6 @@ def test_12_a_read_only_run_is_one_line(tmp_path, fake, monkeypatch, capsys):
 
     monkeypatch.setattr(os, "open", read_only)
     runs._held.pop(run_dir.resolve(), None)
-    assert pipeline.main(["--resume", str(run_dir)]) == 1
+    assert runner.main(["--resume", str(run_dir)]) == 1
     err = capsys.readouterr().err
     assert "cannot write in" in err and "Traceback" not in err

@@ -104,8 +104,9 @@ def test_a_custom_profile_outside_configs_reaches_every_notebook(smoke_notebook,
     the stock profile's."""
     import yaml
 
-    from lib import config, pipeline, runs
+    from lib import config, runs
     from lib.model.checkpoints import load_checkpoint
+    from lib.pipeline import runner
 
     smoke_notebook("01_prepare")  # makes the miniature dataset and its foundation model
     root = smoke_workspace["root"]
@@ -119,10 +120,10 @@ def test_a_custom_profile_outside_configs_reaches_every_notebook(smoke_notebook,
     profile.write_text("# configs/competition.yaml, my values\n" + yaml.safe_dump({**stock, **mine}))
     cfg = config.load(str(profile))  # what `python -m lib.pipeline --profile my.yaml` does
     assert not cfg.generate_demo_data and cfg.profile == "competition"
-    run_dir = pipeline.run_pipeline(cfg, log=lambda *_: None)
+    run_dir = runner.run_pipeline(cfg, log=lambda *_: None)
 
     assert runs.read_params(run_dir) == cfg and cfg.lr == 2.5e-4 and cfg.query_policy == "surveillance"
-    for name in pipeline.PIPELINE:  # each notebook says which parameters it ran with
+    for name in runner.PIPELINE:  # each notebook says which parameters it ran with
         shown = _outputs_text(run_dir / f"{name}.ipynb")
         assert "lr=0.00025" in shown and "query_policy=surveillance" in shown, name
     assert "query policy: surveillance" in _outputs_text(run_dir / "04_infer.ipynb")

@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib import config, pipeline, steps
+from lib import config, steps
 from lib.config import ConfigError
 from lib.data import labels
 from lib.paths import REPO_ROOT
+from lib.pipeline import notebooks
 
 
 # --- wrong results that were silent ------------------------------------------------------------------
@@ -58,7 +59,7 @@ def test_an_empty_label_file_is_refused_with_its_path(tmp_path):
 def test_no_wall_clock_limit_stops_a_healthy_notebook():
     import inspect
 
-    assert inspect.signature(pipeline.run_notebook).parameters["timeout_s"].default is None
+    assert inspect.signature(notebooks.run_notebook).parameters["timeout_s"].default is None
 
 
 def test_a_hung_loader_worker_is_caught(tmp_path):
@@ -246,10 +247,10 @@ def test_a_cell_timeout_is_one_line_with_the_way_on(tmp_path, monkeypatch):
                 nbformat.v4.new_code_cell("import time\ntime.sleep(60)")]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, tmp_path / "01_prepare.ipynb")
-    monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", tmp_path)
+    monkeypatch.setattr(notebooks, "NOTEBOOK_DIR", tmp_path)
     (tmp_path / "run").mkdir()
-    with pytest.raises(pipeline.NotebookFailed) as failed:
-        pipeline.run_notebook("01_prepare", tmp_path / "run", {"run_dir": "x"}, timeout_s=3,
+    with pytest.raises(notebooks.NotebookFailed) as failed:
+        notebooks.run_notebook("01_prepare", tmp_path / "run", {"run_dir": "x"}, timeout_s=3,
                               log=lambda *_: None)
     assert str(failed.value).startswith("01_prepare: a cell ran longer than --cell-timeout 3 s")
     assert (tmp_path / "run" / "01_prepare.ipynb").is_file()

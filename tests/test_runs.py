@@ -29,7 +29,7 @@ def test_finding_no_run_says_what_to_do(tmp_path):
         runs.find_run(tmp_path / "latest")
     (tmp_path / "empty").mkdir()
     with pytest.raises(runs.RunDirError, match="params.yaml"):
-        runs.open_run(tmp_path / "empty")
+        runs.find_run(tmp_path / "empty")
 
 
 def test_params_record_every_parameter_and_the_code_version(tmp_path):
@@ -38,14 +38,6 @@ def test_params_record_every_parameter_and_the_code_version(tmp_path):
     path = run_dir / runs.PARAMS
     assert runs.read_params(run_dir) == cfg
     assert "git_sha" in path.read_text() and "open_clip" in path.read_text()
-
-
-def test_open_run_reads_the_runs_params_and_writes_nothing(tmp_path):
-    cfg = config.load("smoke", runs_root=str(tmp_path), run_name="o", lr=2e-4)
-    run_dir = runs.create_run(cfg)
-    before = (run_dir / runs.PARAMS).read_bytes()
-    assert runs.open_run(run_dir) == (cfg, run_dir.resolve())
-    assert (run_dir / runs.PARAMS).read_bytes() == before
 
 
 def test_no_run_given_means_the_newest_latest_of_any_profile(tmp_path, monkeypatch):

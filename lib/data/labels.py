@@ -14,9 +14,9 @@
 - Validation relevance and the ground-truth file live in `lib.data.relevance`; the caption grammar
   (prefixes, articles) in `lib.data.captions`.
 
-CLI: `python -m lib.labels FILE` prints a small table, then as its last line
+CLI: `python -m lib.data.labels FILE` prints a small table, then as its last line
 `{"lines": N, "car": n, "person": m, "colours": [...], "types": [...], "brands": [...]}`;
-`python -m lib.labels --queries FILE` prints `{"queries": N, "car": n, "person": m}`.
+`python -m lib.data.labels --queries FILE` prints `{"queries": N, "car": n, "person": m}`.
 On a bad file it prints `file:line: problem` to stderr and exits 1.
 """
 from __future__ import annotations
@@ -230,7 +230,7 @@ def summary(df: pd.DataFrame, vocab: CarVocabulary) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lib.labels", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m lib.data.labels", description=__doc__.split("\n")[0])
     parser.add_argument("file", help="label file (image$attribute$text) or, with --queries, test_text.txt")
     parser.add_argument("--queries", action="store_true", help="FILE is a queries file (one text a line)")
     args = parser.parse_args(argv)

@@ -16,19 +16,25 @@ from typing import Any
 
 import numpy as np
 import torch
+from open_clip import get_model_preprocess_cfg
+from open_clip.transform import (
+    AugmentationCfg,
+    MaybeToTensor,
+    PreprocessCfg,
+    image_transform_v2,
+    merge_preprocess_dict,
+)
 from PIL import Image
+from torchvision.transforms import Normalize
 
 from lib.data.images import pad_to_square
 
 
 def as_preprocess_cfg(cfg: Any):
     """open_clip PreprocessCfg from a PreprocessCfg, a dict (`model.visual.preprocess_cfg`) or a model."""
-    from open_clip.transform import PreprocessCfg, merge_preprocess_dict
-
     if isinstance(cfg, PreprocessCfg):
         return cfg
     if hasattr(cfg, "visual"):  # a CLIP model
-        from open_clip import get_model_preprocess_cfg
         cfg = get_model_preprocess_cfg(cfg)
     if not isinstance(cfg, dict):
         raise ValueError(f"expected an open_clip PreprocessCfg, dict or model, got {type(cfg).__name__}")
@@ -60,8 +66,6 @@ class PadThen:
 
 def eval_transform(preprocess_cfg: Any) -> PadThen:
     """Pad to square, then open_clip's eval transform (resize, centre crop, normalise) for the cfg."""
-    from open_clip.transform import image_transform_v2
-
     pp = as_preprocess_cfg(preprocess_cfg)
     return PadThen(image_transform_v2(pp, is_train=False), fill=pp.fill_color)
 
@@ -76,8 +80,6 @@ def train_transform(preprocess_cfg: Any, scale: tuple[float, float] = (0.9, 1.0)
     The jitter is open_clip's colour jitter; it draws its coin from Python's `random` and its
     factors from torch, so a dataset seeds both per sample (lib.train.data.PairDataset).
     """
-    from open_clip.transform import AugmentationCfg, image_transform_v2
-
     pp = as_preprocess_cfg(preprocess_cfg)
     jitter: dict[str, Any] = {}
     if photometric_jitter_prob > 0:
@@ -99,9 +101,6 @@ class TwoStageTransform:
     padding (the mirrored gallery of A3R's flip test-time augmentation, lib.eval.rerank)."""
 
     def __init__(self, padded: PadThen, flip: bool = False):
-        from open_clip.transform import MaybeToTensor
-        from torchvision.transforms import Normalize
-
         steps = list(getattr(padded.inner, "transforms", []))
         cut = next((i for i, t in enumerate(steps) if isinstance(t, MaybeToTensor)), None)
         if cut is None or cut != len(steps) - 2 or not isinstance(steps[-1], Normalize):

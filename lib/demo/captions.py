@@ -1,10 +1,10 @@
 """Captions and attributes of the demo dataset, in the competition's exact grammar.
 
 The phrase tables below were read off the 10,000 real validation lines (`val_label.txt`): every
-real person caption matches `person_caption_pattern(vector, boots)` built from these same tables
-(tested), and within each group the real data picks the variants about uniformly, so we do too.
-Person vectors are sampled from the real validation vectors with their real frequencies
-(`lib/demo/assets/person_vectors.csv`, rebuilt by `build_person_vector_table`).
+real person caption is one of the captions `caption_slots(vector, boots)` allows (tested), and
+within each group the real data picks the variants about uniformly, so we do too. Person vectors
+are sampled from the real validation vectors with their real frequencies
+(`lib/demo/assets/person_vectors.csv`, rebuilt by `python -m tools.demo_assets`).
 
 Cars: the real attribute is "colour Brand" (84 %), a bare type (15 %) or a bare brand (1.6 %,
 truck makers such as "Balong Heavy Truck"); the caption is a prefix plus the attribute; "an" only
@@ -13,8 +13,6 @@ three fields ("This is a grey Chery Sedan.").
 """
 from __future__ import annotations
 
-import re
-from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 
@@ -131,7 +129,7 @@ def _one_hot(vector, bits: range, what: str) -> int:
     return on[0]
 
 
-def _slots(vector, boots: bool) -> list[tuple[str, ...]]:
+def caption_slots(vector, boots: bool) -> list[tuple[str, ...]]:
     """The caption as a sequence of slots, each a tuple of interchangeable phrases."""
     v = [int(b) for b in vector]
     if len(v) != N_PERSON_BITS or any(b not in (0, 1) for b in v):
@@ -165,39 +163,11 @@ def _slots(vector, boots: bool) -> list[tuple[str, ...]]:
 
 def person_caption(vector, boots: bool, rng: np.random.Generator) -> str:
     """A caption for a 21-bit vector (plus the hidden boots flag), phrase variants uniform."""
-    return "".join(s[rng.integers(len(s))] if len(s) > 1 else s[0] for s in _slots(vector, boots))
-
-
-@lru_cache(maxsize=4096)
-def person_caption_pattern(vector: tuple[int, ...], boots: bool) -> re.Pattern:
-    """Every caption the grammar allows for this vector, as one regex (to check real captions)."""
-    return re.compile("".join("(?:" + "|".join(map(re.escape, s)) + ")" for s in _slots(vector, boots)))
+    return "".join(s[rng.integers(len(s))] if len(s) > 1 else s[0] for s in caption_slots(vector, boots))
 
 
 def person_attribute(vector) -> str:
     return ",".join(str(int(b)) for b in vector)
-
-
-def build_person_vector_table(label_path: str | Path, out_path: str | Path = PERSON_TABLE) -> Path:
-    """Count the distinct real person vectors of a label file (and how many captions say boots).
-
-    Run once on the real `val_label.txt`; the CSV (vector,count,boots) ships with the kit.
-    """
-    counts, boots = Counter(), Counter()
-    for line in Path(label_path).read_text(encoding="utf-8").splitlines():
-        fields = line.split("$")
-        if len(fields) == 3:
-            items = fields[1].rstrip(".").split(",")
-            if len(items) == N_PERSON_BITS and all(i in ("0", "1") for i in items):
-                key = "".join(items)
-                counts[key] += 1
-                boots[key] += "boots" in fields[2]
-    rows = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("vector,count,boots\n" + "".join(f"{k},{n},{boots[k]}\n" for k, n in rows),
-                   encoding="utf-8", newline="\n")
-    return out
 
 
 @lru_cache(maxsize=2)

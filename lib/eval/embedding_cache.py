@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import open_clip
+import torch
 
 from lib.data.images import ImageError
 from lib.files import atomic_write, atomic_write_text
@@ -73,8 +75,6 @@ def model_fingerprint(model: Any) -> str:
     Costs one pass over the weights (about a second per GB); pass a checkpoint's sha256 as
     `model_id` instead when there is one.
     """
-    import torch
-
     h = hashlib.sha256()
     for name, tensor in model.state_dict().items():
         t = tensor.detach().reshape(-1).contiguous().cpu()
@@ -86,9 +86,6 @@ def model_fingerprint(model: Any) -> str:
 def cache_key(model_id: str, paths: Sequence[str | os.PathLike], preprocess: dict, precision: str,
               code: str) -> tuple[str, dict]:
     """(key, description): the key names the entry; the description goes in its JSON sidecar."""
-    import open_clip
-    import torch
-
     if not model_id:
         raise ValueError("model_id is empty: pass the checkpoint's sha256 or model_fingerprint(model)")
     files = file_fingerprints(paths)

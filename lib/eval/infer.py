@@ -1,7 +1,7 @@
 """Step 4: score a checkpoint on the val split and write the test submission.
 
 The checkpoint is chosen by rule (an explicit one, else the run's soup when cfg.soup asks for one and
-lib.eval.soup made it, else the run's best fine-tuned epoch, else the profile's pretrained weights:
+lib.soup.make made it, else the run's best fine-tuned epoch, else the profile's pretrained weights:
 the zero-shot baseline), and its identity keys the embedding cache.
 Writes `submission.json`, `scores.json` (val; on the demo, whose test answers are known, also test
 and its boards test_A and test_B, lib.eval.boards) and `per_query.csv` (every query's AP, so that

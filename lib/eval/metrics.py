@@ -17,7 +17,7 @@ The scores are means over queries. A name repeated in a prediction list takes it
 scores only once (a valid submission has none); predictions past the 10th are ignored and a list
 shorter than 10 simply has no hit at the missing ranks.
 
-CLI: `python -m lib.metrics --gt GT_FILE --submission SUBMISSION_JSON` prints a small table, then
+CLI: `python -m lib.eval.metrics --gt GT_FILE --submission SUBMISSION_JSON` prints a small table, then
 as its last line `{"map10_official": x, "map10_standard": y, "queries": n, "recall@1": ...}`. Like
 the organisers' script it refuses (exit 1) a submission whose texts differ from the ground truth's,
 come in another order, or are not as many.
@@ -34,6 +34,7 @@ import numpy as np
 
 from lib.data.relevance import read_ground_truth
 from lib.errors import KitError
+from lib.eval.submission import read_submission
 
 K = 10
 RECALL_KS = (1, 5, 10)
@@ -143,8 +144,6 @@ def check_same_queries(expected: Sequence[str], got: Sequence[str], what: str = 
 
 def evaluate_files(gt_path: str | Path, submission_path: str | Path) -> dict[str, float | int]:
     """Score a submission JSON against an official GT file (refusing misaligned texts)."""
-    from lib.eval.submission import read_submission
-
     truth = read_ground_truth(gt_path)
     texts, names = read_submission(submission_path)
     check_same_queries([text for text, _ in truth], texts)
@@ -158,7 +157,7 @@ def format_table(scores: dict[str, float | int]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lib.metrics", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lib.eval.metrics", description=__doc__.splitlines()[0])
     parser.add_argument("--gt", required=True, help="official ground truth: text$img1$img2... per line")
     parser.add_argument("--submission", required=True, help='submission JSON {"results": [...]}')
     args = parser.parse_args(argv)

@@ -3,7 +3,7 @@
 The first stage ranks the gallery by the text embedding (lib.eval.topk); a re-ranker reorders its
 N best (N per kind: `rerank_depth_car`, `rerank_depth_person`) and keeps the k best. All of it runs
 on the cached embeddings, every query at once (batched torch, `chunk` queries at a time), in float64:
-near-ties then rank as in the per-query port of the notebook (lib.tools.bench_rerank), which the
+near-ties then rank as in the per-query port of the notebook (tools.bench.rerank), which the
 tests and the bench hold it to. Ties go to the smaller gallery index, as in topk.
 
 - `a3r` (arXiv 2306.06691, the reference's reranking.ipynb; docs/reranking.md):

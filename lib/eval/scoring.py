@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import open_clip
 import pandas as pd
 import torch
 
@@ -18,8 +19,6 @@ from lib.data.relevance import relevance_sets
 from lib.eval import metrics, retrieval
 from lib.eval.boards import BOARDS
 from lib.paths import resolve
-
-VAL_EVALUATOR = "lib.eval.scoring:run_val_evaluator"  # the training loop's evaluator, by name (torchrun)
 
 
 def score_table(image_names: list[list[str]], relevant: list[set[str]], kinds: list[str]) -> pd.DataFrame:
@@ -71,10 +70,8 @@ def flat_metrics(scores: pd.DataFrame, prefix: str = "val_") -> dict[str, float]
 
 
 def run_val_evaluator(cfg: Config, run_dir: Path) -> Callable[[torch.nn.Module], dict[str, float]]:
-    """Evaluator factory for lib.train (`evaluator_factory=VAL_EVALUATOR`):
+    """Evaluator factory for lib.train (lib.pipeline.fine_tune passes it):
     the run's prepared val table, scored with the model's own tokenizer and preprocessing."""
-    import open_clip
-
     val = pd.read_csv(Path(run_dir) / "data" / "val.csv", keep_default_na=False)
     relevant = relevance_sets(val)
     tokenizer = open_clip.get_tokenizer(cfg.model)

@@ -9,7 +9,7 @@ escaping of non-ASCII, one query per line, so two runs with the same ranking giv
 and a diff between two submissions reads query by query.
 
 Problems name queries by their 0-based index (line index+1 of the queries file) and their text.
-CLI: `python -m lib.submission SUBMISSION_JSON --queries test_text.txt --gallery DIR` exits 0 and
+CLI: `python -m lib.eval.submission SUBMISSION_JSON --queries test_text.txt --gallery DIR` exits 0 and
 prints one OK line when the file is valid, else exits 1 and prints the first problems.
 """
 from __future__ import annotations
@@ -181,7 +181,8 @@ def validate_submission(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lib.submission", description="Validate a submission.")
+    parser = argparse.ArgumentParser(prog="python -m lib.eval.submission",
+                                     description="Validate a submission.")
     parser.add_argument("submission", help="submission JSON")
     parser.add_argument("--queries", required=True, help="the queries file (test_text.txt)")
     parser.add_argument("--gallery", help="directory of gallery images (omitted: names are not checked)")

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
+from safetensors.torch import save as save_safetensors
 
 from lib.errors import KitError
 from lib.files import atomic_write, recorded_sha256, sha256_file, sidecar, write_sidecar
@@ -79,10 +81,8 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> str:
 
     def write(f) -> None:
         if path.suffix == ".safetensors":
-            from safetensors.torch import save
-
             tensors = state.get("state_dict", state)
-            f.write(save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}))
+            f.write(save_safetensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()}))
         else:
             try:
                 torch.save(state, f)
@@ -107,7 +107,5 @@ def load_checkpoint(path: str | os.PathLike, expected_sha256: str = "",
     """
     verify_file(path, expected_sha256)
     if str(path).endswith(".safetensors"):
-        from safetensors.torch import load_file
-
         return {"state_dict": load_file(str(path), device=str(map_location))}
     return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import open_clip
+from huggingface_hub import constants
 
 from lib.errors import KitError
 
@@ -45,8 +46,6 @@ def _offline_help(name: str, tag: str, tag_cfg: dict, error: BaseException | Non
         where = url
     ext = Path(filename).suffix if filename else (".safetensors" if repo else Path(url).suffix or ".pt")
     local = f"data/weights/{name}_{tag}{ext}"
-    from huggingface_hub import constants
-
     why = ("HF_HUB_OFFLINE=1 and they are not in the local cache" if constants.HF_HUB_OFFLINE
            else f"the download failed: {type(error).__name__}: {str(error)[:300]}")
     return (f"pretrained weights {name} / {tag!r} are not available here ({why}). To use them:\n"

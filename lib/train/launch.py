@@ -2,15 +2,18 @@
 
 open_clip's recipe (ClipLoss, AdamW, warmup + cosine, AMP), resumable exactly. The same function
 runs in the notebook's process or, under torchrun, once per GPU with DDP:
-    python -m lib.train --run-dir runs/<name> [key=value ...]             (the run's params.yaml)
-    torchrun --nproc_per_node=N -m lib.train --run-dir runs/<name> [key=value ...]
+    python -m lib.train --run-dir runs/<profile>/<name> [key=value ...]     (the run's params.yaml)
+    torchrun --nproc_per_node=N -m lib.train --run-dir runs/<profile>/<name> [key=value ...]
 `launch` picks between the two: torchrun in a subprocess when more than one GPU is visible.
+
+Training knows nothing of evaluation: a caller passes an evaluator factory, and for torchrun the
+module each process starts in (`entry`, a module whose main calls `main` here with the same
+factory). lib.pipeline.fine_tune is that caller for the pipeline: it wires the val evaluator in.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib
 import os
 import subprocess
 import sys
@@ -33,7 +36,6 @@ from lib.paths import REPO_ROOT, portable
 from lib.train.loop import TrainLoop
 from lib.train.state import TrainResult, collect_result
 
-VAL_EVALUATOR_EXAMPLE = "lib.eval.scoring:run_val_evaluator"
 Evaluator = Callable[[torch.nn.Module], dict]
 EvaluatorFactory = Callable[[Config, Path], Evaluator | None]
 Table = str | os.PathLike | pd.DataFrame
@@ -93,15 +95,16 @@ def default_tables(run_dir: Path) -> tuple[Path, Path | None]:
 
 
 def launch(cfg: Config, run_dir: str | os.PathLike, train_table: str | os.PathLike | None = None, *,
-           val_table: str | os.PathLike | None = None, evaluator_factory: str = "",
-           init_checkpoint: str | os.PathLike | None = None, processes: int | None = None,
-           progress: bool = True, resume: str = "") -> TrainResult:
+           val_table: str | os.PathLike | None = None, evaluator_factory: EvaluatorFactory | None = None,
+           entry: str = "lib.train", init_checkpoint: str | os.PathLike | None = None,
+           processes: int | None = None, progress: bool = True, resume: str = "") -> TrainResult:
     """Train with every visible GPU: torchrun in a subprocess when processes > 1, else in-process.
 
     `val_table` defaults to <run_dir>/data/val.csv when present ("" for none). `processes`
-    defaults to the number of visible GPUs (1 on a CPU machine). `evaluator_factory` is
-    "module:function", called as function(cfg, run_dir) -> evaluator in the rank-0 process (an
-    evaluator object cannot cross into torchrun's processes, its recipe can).
+    defaults to the number of visible GPUs (1 on a CPU machine). `evaluator_factory(cfg, run_dir)
+    -> evaluator` runs in the rank-0 process. Under torchrun each process starts in the module
+    `entry` (`-m entry`), whose main must build the same evaluator (an evaluator object cannot cross
+    into torchrun's processes; the module that makes it can be named).
     """
     run_dir = Path(run_dir)
     if processes is None:
@@ -111,17 +114,15 @@ def launch(cfg: Config, run_dir: str | os.PathLike, train_table: str | os.PathLi
     train_table = train_table or default_train
     val_table = default_val if val_table is None else (val_table or None)
     if processes <= 1:
-        evaluator = _load_factory(evaluator_factory)(cfg, run_dir) if evaluator_factory else None
+        evaluator = evaluator_factory(cfg, run_dir) if evaluator_factory else None
         return train(cfg, run_dir, train_table, val_table=val_table, init_checkpoint=init_checkpoint,
                      evaluator=evaluator, progress=progress, resume=resume)
     with tempfile.TemporaryDirectory() as tmp:
         cfg_path = Path(tmp) / "config.yaml"  # this call's parameters, which may differ from the run's
         cfg_path.write_text(config_mod.to_yaml(cfg), encoding="utf-8")
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-               "-m", "lib.train", "--config", str(cfg_path), "--run-dir", str(run_dir),
+               "-m", entry, "--config", str(cfg_path), "--run-dir", str(run_dir),
                "--table", str(train_table), "--val-table", str(val_table or "")]
-        if evaluator_factory:
-            cmd += ["--evaluator", evaluator_factory]
         if init_checkpoint:
             cmd += ["--init-checkpoint", str(init_checkpoint)]
         if not progress:
@@ -132,20 +133,15 @@ def launch(cfg: Config, run_dir: str | os.PathLike, train_table: str | os.PathLi
         env = {**os.environ, "PYTHONPATH": path}
         done = subprocess.run(cmd, cwd=REPO_ROOT, env=env)
     if done.returncode:
-        raise TrainingFailed(f"torchrun with {processes} processes failed (exit {done.returncode}); "
+        raise KitError(f"torchrun with {processes} processes failed (exit {done.returncode}); "
                              f"see {run_dir / 'out.log'} and the output above. Command: {' '.join(cmd)}")
     return collect_result(run_dir)
 
 
-def _load_factory(spec: str) -> EvaluatorFactory:
-    module, _, name = spec.partition(":")
-    if not module or not name:
-        raise ValueError(f"evaluator {spec!r}: expected module:function, e.g. {VAL_EVALUATOR_EXAMPLE}")
-    return getattr(importlib.import_module(module), name)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lib.train", description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None, evaluator_factory: EvaluatorFactory | None = None,
+         prog: str = "python -m lib.train") -> int:
+    """The command line: train a run folder (torchrun's processes start here, through `entry`)."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("--run-dir", required=True, help="run directory (created if missing)")
     parser.add_argument("--config", default="", help="parameters: a profile name or YAML, for a run folder "
                                                      "without params.yaml (default: the run's params.yaml)")
@@ -153,7 +149,6 @@ def main(argv: list[str] | None = None) -> int:
                                                      "if present, else train.csv)")
     parser.add_argument("--val-table", default=None, help="val CSV for the val loss (default: "
                                                           "<run-dir>/data/val.csv if present; '' for none)")
-    parser.add_argument("--evaluator", default="", help="module:function(cfg, run_dir) -> evaluator")
     parser.add_argument("--init-checkpoint", default=None,
                         help="weights to start from instead of cfg.pretrained")
     parser.add_argument("--resume", default="", help="latest (checkpoints/latest.pt) or a checkpoint to "
@@ -168,18 +163,18 @@ def main(argv: list[str] | None = None) -> int:
         default_train, default_val = default_tables(run_dir)
         table = Path(args.table) if args.table else default_train
         if not table.is_file():
-            raise TrainingFailed(f"no train table {table}: run notebooks 01 (and 02) first, or pass --table")
+            raise KitError(f"no train table {table}: run notebooks 01 (and 02) first, or pass --table")
         val_table = default_val if args.val_table is None else (args.val_table or None)
         evaluator = None
-        if args.evaluator and (not is_using_distributed() or world_info_from_env()[1] == 0):
-            evaluator = _load_factory(args.evaluator)(cfg, run_dir)
+        if evaluator_factory and (not is_using_distributed() or world_info_from_env()[1] == 0):
+            evaluator = evaluator_factory(cfg, run_dir)
         train(cfg, run_dir, table, val_table=val_table, init_checkpoint=args.init_checkpoint,
               evaluator=evaluator, progress=not args.no_progress, resume=args.resume)
     except KitError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"stopped: interrupted; the last checkpoint is kept. Continue with: python -m lib.train "
+        print(f"stopped: interrupted; the last checkpoint is kept. Continue with: {prog} "
               f"--run-dir {portable(args.run_dir)} --resume latest", file=sys.stderr)
         return 130
     return 0
@@ -195,10 +190,6 @@ def _config(config: str, run_dir: Path, overrides: dict) -> Config:
     if path.is_file() and set(config_mod.valid_keys()) <= set(config_mod.read_yaml(path)) <= complete:
         return config_mod.load_saved(path).replace(**overrides)
     return config_mod.load(config, **overrides)
-
-
-class TrainingFailed(KitError, RuntimeError):
-    """Training could not start or a training subprocess failed; the message says where to look."""
 
 
 if __name__ == "__main__":

@@ -123,9 +123,9 @@ class TrainLoop:
     def _restore(self, path: Path) -> None:
         ckpt = load_checkpoint(path, map_location="cpu")
         if ckpt.get("name") != self.cfg.model:
-            raise ResumeError(f"{path} holds a {ckpt.get('name')} model, not model={self.cfg.model}")
+            raise KitError(f"{path} holds a {ckpt.get('name')} model, not model={self.cfg.model}")
         if ckpt.get("steps_per_epoch") != self.steps_per_epoch:
-            raise ResumeError(
+            raise KitError(
                 f"{path} was saved with {ckpt.get('steps_per_epoch')} steps an epoch, this run has "
                 f"{self.steps_per_epoch} (table, batch_size, accum_steps or number of processes changed): "
                 "resume with the same ones, or start a new run from it with init_checkpoint")
@@ -345,10 +345,6 @@ class TrainLoop:
 
 class TrainingDiverged(KitError, FloatingPointError):
     """A non-finite loss or weight: training stops there, saving nothing from that state."""
-
-
-class ResumeError(KitError, ValueError):
-    """A checkpoint that cannot continue this run (another model, another number of steps an epoch)."""
 
 
 def evaluation_summary(row: dict[str, Any], epochs: int) -> str:

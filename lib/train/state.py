@@ -25,7 +25,7 @@ from lib.runs import RunDirError
 from lib.train.log import read_metrics
 
 LATEST = "latest.pt"
-SOUP = "soup.pt"  # the run's epochs averaged (lib.eval.soup); never an epoch, never resumed from
+SOUP = "soup.pt"  # the run's epochs averaged (lib.soup.make); never an epoch, never resumed from
 EPOCH_FILE = re.compile(r"epoch_(\d+)\.pt$")
 
 
@@ -118,10 +118,6 @@ class TrainResult:
     best_epoch: int | None = None
     best_checkpoint: Path | None = None
     best_by: str = ""  # the metric that chose it
-
-    @property
-    def last_checkpoint(self) -> Path | None:
-        return self.checkpoints[-1] if self.checkpoints else None
 
 
 BEST_KEYS = (("val_map10_official", max), ("val_loss", min))

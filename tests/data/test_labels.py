@@ -1,4 +1,4 @@
-"""lib.data.labels: strict reading, car vocabulary, query routing, the CLI (`python -m lib.labels`)."""
+"""lib.data.labels: strict reading, car vocabulary, query routing, the CLI (`python -m lib.data.labels`)."""
 from __future__ import annotations
 
 import json
@@ -207,7 +207,7 @@ def test_read_queries(tmp_path):
 
 # --- CLI ------------------------------------------------------------------------------------------
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lib.labels", *args], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "lib.data.labels", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=60)
 
 
@@ -276,7 +276,7 @@ def test_main_usage_says_what_the_file_and_the_flag_are(capsys):
         labels.main(["--help"])
     assert exit_.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert text.startswith("usage: python -m lib.labels [-h] [--queries] file ")
+    assert text.startswith("usage: python -m lib.data.labels [-h] [--queries] file ")
     assert "Label files, car vocabulary and query routing (the organisers' formats, read strictly)." in text
     assert "read_labels" not in text  # the docstring's first line only
     assert "file label file (image$attribute$text) or, with --queries, test_text.txt" in text

@@ -20,7 +20,7 @@ def test_checkpoint_choice_explicit_then_soup_then_best_then_pretrained(tmp_path
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert infer.choose_checkpoint(tmp_path) == str(ckpts / "epoch_2.pt")  # the best val epoch
     assert infer.choose_checkpoint(tmp_path, "other.pt") == "other.pt"
-    (ckpts / "soup.pt").write_bytes(b"x")  # lib.eval.soup's: scored only when the run asks for a soup
+    (ckpts / "soup.pt").write_bytes(b"x")  # lib.soup.make's: scored only when the run asks for a soup
     assert infer.choose_checkpoint(tmp_path) == str(ckpts / "epoch_2.pt")
     assert infer.choose_checkpoint(tmp_path, soup="greedy") == str(ckpts / "soup.pt")
     assert infer.choose_checkpoint(tmp_path, "other.pt", soup="greedy") == "other.pt"

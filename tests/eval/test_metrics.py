@@ -277,7 +277,7 @@ def _write_case(tmp_path, order=None):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lib.metrics", *args], cwd=REPO_ROOT,
+    return subprocess.run([sys.executable, "-m", "lib.eval.metrics", *args], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -310,7 +310,7 @@ def test_cli_refuses_a_different_count(tmp_path):
 
 
 # The same command line in-process, where the mutation tests can see it (the subprocess tests above
-# prove `python -m lib.metrics` itself).
+# prove `python -m lib.eval.metrics` itself).
 SCORES_TABLE = """queries                  3
 map10_official      0.6111
 map10_standard      0.3444
@@ -351,7 +351,7 @@ def test_main_needs_both_files_and_says_what_they_hold(capsys):
     with pytest.raises(SystemExit):
         metrics.main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert text.startswith("usage: python -m lib.metrics [-h] --gt GT --submission SUBMISSION")
+    assert text.startswith("usage: python -m lib.eval.metrics [-h] --gt GT --submission SUBMISSION")
     assert "mAP@10 as the organisers compute it, the standard AP@10 beside it, and recall@k." in text
     assert "--gt GT official ground truth: text$img1$img2... per line" in text
     assert '--submission SUBMISSION submission JSON {"results": [...]}' in text

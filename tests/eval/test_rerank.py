@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from lib import config
 from lib.eval import rerank as rr
 from lib.eval.topk import topk
-from lib.tools.bench_rerank import embeddings, reference_rerank
+from tools.bench.rerank import embeddings, reference_rerank
 
 # The hand case lives in the plane orthogonal to (1, 1, 1), so that PCA's centring of each vector's
 # coordinates leaves it unchanged: a vector at angle t is cos t * U1 + sin t * U2.

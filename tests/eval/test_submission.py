@@ -237,7 +237,7 @@ def test_write_replaces_an_old_file_whole(tmp_path):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lib.submission", *args], cwd=REPO_ROOT,
+    return subprocess.run([sys.executable, "-m", "lib.eval.submission", *args], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -334,7 +334,7 @@ def test_main_usage(capsys):
     with pytest.raises(SystemExit):
         submission.main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert text.startswith("usage: python -m lib.submission [-h] --queries QUERIES [--gallery GALLERY] "
+    assert text.startswith("usage: python -m lib.eval.submission [-h] --queries QUERIES [--gallery GALLERY] "
                            "submission Validate a submission. ")
     assert "submission submission JSON" in text
     assert "--queries QUERIES the queries file (test_text.txt)" in text

@@ -1,10 +1,10 @@
-"""lib.tools.fingerprint: the smoke pipeline still makes the committed golden fingerprint."""
+"""tools.fingerprint: the smoke pipeline still makes the committed golden fingerprint."""
 import copy
 import json
 
 import pytest
 
-from lib.tools import fingerprint
+from tools import fingerprint
 
 
 @pytest.mark.slow

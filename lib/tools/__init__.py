@@ -1,1 +1,0 @@
-"""Study tools beside the pipeline: speed benchmarks against peers, the seed study."""

@@ -1,0 +1,256 @@
+"""lib.soup.make: uniform and greedy soups and WiSE-FT on kit-micro-vit checkpoints, chosen by a fake
+scorer whose scores the tests set (the real one on the smoke run: the slow test at the end)."""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+import sys
+from itertools import combinations
+
+import pytest
+import torch
+
+from lib import config, runs
+from lib.eval.infer import SCORES_FILE, choose_checkpoint, infer
+from lib.files import sha256_file
+from lib.model.checkpoints import load_checkpoint, save_checkpoint
+from lib.model.factory import create_model, model_from_config
+from lib.paths import REPO_ROOT
+from lib.soup import make as soup
+from lib.soup.averaging import AveragingError
+from lib.soup.make import A_KEY, SOUP_JSON, VAL_KEY
+from lib.train.state import SOUP
+from tests.model import MICRO, same_weights, weights
+
+SCALES = {1: 1.0, 2: 2.0, 3: 4.0, 4: 8.0}  # epoch -> logit_scale: every subset has its own mean
+
+
+def micro_state(seed: int = 0, logit_scale: float | None = None) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    state = weights(create_model(MICRO)[0])
+    if logit_scale is not None:
+        state["logit_scale"] = torch.tensor(logit_scale)
+    return state
+
+
+def make_run(root, states: dict[int, dict], **overrides):
+    """A run folder holding params.yaml and epoch_N.pt (with an optimizer state, as training writes)."""
+    run_dir = root / "run"
+    cfg = config.load("smoke", model=MICRO, pretrained="", runs_root=str(root), run_name="run", **overrides)
+    for epoch, state in states.items():
+        save_checkpoint(run_dir / "checkpoints" / f"epoch_{epoch}.pt",
+                        {"epoch": epoch, "name": MICRO, "state_dict": state, "optimizer": {"step": epoch}})
+    runs.write_params(cfg, run_dir)
+    return cfg, run_dir
+
+
+def members(state) -> frozenset[int]:
+    """Which epochs of SCALES a soup holds, read from its logit_scale (their mean)."""
+    value = float(state["logit_scale"])
+    for size in range(1, len(SCALES) + 1):
+        for combo in combinations(SCALES, size):
+            if abs(sum(SCALES[e] for e in combo) / size - value) < 1e-4:
+                return frozenset(combo)
+    raise AssertionError(f"no subset has mean {value}")
+
+
+def table_scorer(table: dict[frozenset, float], calls: list | None = None):
+    def score(state):
+        chosen = members(state)
+        if calls is not None:
+            calls.append(chosen)
+        return {VAL_KEY: table[chosen]}
+    return score
+
+
+def soup_weights(run_dir):
+    return load_checkpoint(run_dir / "checkpoints" / SOUP)["state_dict"]
+
+
+def test_off_by_default():
+    assert config.Config().soup == "none"
+    assert soup.make_soup(config.Config(), REPO_ROOT / "no-such-run") is None
+
+
+def test_uniform_soup_of_identical_checkpoints_is_the_checkpoint(tmp_path):
+    state = micro_state(0)
+    cfg, run_dir = make_run(tmp_path, {1: state, 2: state}, soup="uniform")
+    result = soup.make_soup(cfg, run_dir, scorer=lambda w: {VAL_KEY: 0.5}, progress=False)
+    assert same_weights(soup_weights(run_dir), state)
+    assert [i.path.name for i in result.ingredients] == ["epoch_1.pt", "epoch_2.pt"]
+    saved = load_checkpoint(run_dir / "checkpoints" / SOUP)  # verified against its sidecar
+    assert (saved["name"], saved["epoch"], saved["soup"]["method"]) == (MICRO, 2, "uniform")
+    assert set(saved) == {"name", "epoch", "state_dict", "soup"}  # weights only
+    assert choose_checkpoint(run_dir, soup="uniform") == str(run_dir / "checkpoints" / SOUP)
+    net, _, _ = model_from_config(cfg, choose_checkpoint(run_dir, soup="uniform"))  # open_clip loads it
+    assert same_weights(weights(net), state)
+
+
+def test_uniform_soup_of_different_checkpoints_is_their_mean(tmp_path):
+    a, b = micro_state(0), micro_state(1)
+    cfg, run_dir = make_run(tmp_path, {1: a, 2: b}, soup="uniform")
+    soup.make_soup(cfg, run_dir, scorer=lambda w: {VAL_KEY: 0.5}, progress=False)
+    for key, value in soup_weights(run_dir).items():
+        mean = (a[key].double() + b[key].double()) / 2
+        torch.testing.assert_close(value, mean.float(), rtol=1e-6, atol=1e-7)
+
+
+def test_greedy_keeps_an_ingredient_only_when_the_score_does_not_drop(tmp_path):
+    """Epochs scored 0.30, 0.50, 0.40, 0.45 alone: tried in the order 2, 4, 3, 1; adding 4 lowers the
+    score (dropped), adding 3 keeps it level (kept), adding 1 raises it (kept)."""
+    cfg, run_dir = make_run(tmp_path, {e: micro_state(0, s) for e, s in SCALES.items()}, soup="greedy")
+    f = frozenset
+    table = {f({1}): 0.30, f({2}): 0.50, f({3}): 0.40, f({4}): 0.45,
+             f({2, 4}): 0.49, f({2, 3}): 0.50, f({1, 2, 3}): 0.52}
+    calls = []
+    result = soup.make_soup(cfg, run_dir, scorer=table_scorer(table, calls), progress=False)
+    assert calls == [f({1}), f({2}), f({3}), f({4}), f({2, 4}), f({2, 3}), f({1, 2, 3})]
+    assert [i.path.name for i in result.ingredients] == ["epoch_2.pt", "epoch_3.pt", "epoch_1.pt"]
+    assert result.scores == {VAL_KEY: 0.52}
+    assert float(soup_weights(run_dir)["logit_scale"]) == pytest.approx((1 + 2 + 4) / 3)
+    record = json.loads((run_dir / SOUP_JSON).read_text())
+    assert record["method"] == "greedy" and record[VAL_KEY] == 0.52
+    assert [i["file"] for i in record["ingredients"]] == ["epoch_2.pt", "epoch_3.pt", "epoch_1.pt"]
+    assert record["ingredients"][0]["sha256"] == sha256_file(run_dir / "checkpoints" / "epoch_2.pt")
+    tried = [(c["step"], c["ingredients"], c[VAL_KEY], c.get("kept")) for c in record["candidates"]]
+    assert tried[4:] == [("add", ["epoch_2.pt", "epoch_4.pt"], 0.49, False),
+                         ("add", ["epoch_2.pt", "epoch_3.pt"], 0.50, True),
+                         ("add", ["epoch_2.pt", "epoch_3.pt", "epoch_1.pt"], 0.52, True)]
+    assert record["sha256"] == sha256_file(run_dir / "checkpoints" / SOUP)
+
+
+def test_candidates_table_is_soup_json_row_by_row(tmp_path):
+    """04_infer's soup table: every candidate soup.json recorded, in order, with its scores and choice."""
+    two_epochs = {e: micro_state(0, s) for e, s in SCALES.items() if e <= 2}
+    cfg, run_dir = make_run(tmp_path, two_epochs, soup="greedy")
+    assert soup.candidates_table(run_dir) is None  # no soup made yet
+    f = frozenset
+    scores = {f({1}): 0.3, f({2}): 0.5, f({1, 2}): 0.4}
+    soup.make_soup(cfg, run_dir, scorer=table_scorer(scores), progress=False)
+    table = soup.candidates_table(run_dir)
+    assert list(table["step"]) == ["alone", "alone", "add"]
+    assert list(table["ingredients"]) == ["epoch_1.pt", "epoch_2.pt", "epoch_2.pt + epoch_1.pt"]
+    assert list(table["val"]) == [0.3, 0.5, 0.4] and list(table["kept"]) == [False, False, False]
+    assert "test_A" not in table and "alpha" not in table  # nothing recorded, no empty column
+
+
+def test_greedy_never_scores_below_its_best_ingredient(tmp_path):
+    """Random scores for every subset, eight times: the soup's score is the best single one's or more,
+    and every kept step is at least the one before."""
+    cfg, run_dir = make_run(tmp_path, {e: micro_state(0, s) for e, s in SCALES.items()}, soup="greedy")
+    rng = random.Random(0)
+    subsets = [frozenset(c) for size in range(1, 5) for c in combinations(SCALES, size)]
+    for _ in range(8):
+        table = {s: round(rng.random(), 2) for s in subsets}
+        result = soup.greedy_soup(sorted((run_dir / "checkpoints").glob("epoch_*.pt")), MICRO,
+                                  table_scorer(table), log=lambda line: None)
+        assert result.scores[VAL_KEY] >= max(table[frozenset({e})] for e in SCALES)
+        kept = [c["selection_score"] for c in result.candidates if c.get("kept")]
+        assert kept == sorted(kept)
+        assert members(result.weights) == frozenset(i.epoch for i in result.ingredients)
+        assert result.scores[VAL_KEY] == table[members(result.weights)]
+
+
+def test_wise_ends_are_the_foundation_and_the_fine_tuned_weights(tmp_path):
+    foundation, tuned = micro_state(0), micro_state(1)
+    cfg, run_dir = make_run(tmp_path, {1: tuned}, soup="wise", wise_alphas=[0.0])
+    result = soup.make_soup(cfg, run_dir, scorer=lambda w: {VAL_KEY: 0.5}, foundation=foundation,
+                            progress=False)
+    assert result.alpha == 0.0 and same_weights(soup_weights(run_dir), foundation)
+    soup.make_soup(cfg.replace(wise_alphas=[1.0]), run_dir, scorer=lambda w: {VAL_KEY: 0.5},
+                   foundation=foundation, progress=False)
+    assert same_weights(soup_weights(run_dir), tuned)
+
+
+def test_wise_alpha_is_chosen_on_the_mean_of_val_and_board_a(tmp_path):
+    """val peaks at alpha 0.8, board A (more steeply) at 0.2: their mean peaks at 0.2, not val's 0.8."""
+    foundation, tuned = micro_state(0, 0.0), micro_state(0, 1.0)  # logit_scale = alpha
+
+    def scorer(state):
+        alpha = float(state["logit_scale"])
+        return {VAL_KEY: 1 - abs(alpha - 0.8), A_KEY: 1 - 2 * abs(alpha - 0.2)}
+
+    cfg, run_dir = make_run(tmp_path, {1: tuned}, soup="wise")
+    result = soup.make_soup(cfg, run_dir, scorer=scorer, foundation=foundation, progress=False)
+    record = json.loads((run_dir / SOUP_JSON).read_text())
+    assert result.alpha == record["alpha"] == 0.2
+    assert [c["alpha"] for c in record["candidates"]] == cfg.wise_alphas
+    assert [c["alpha"] for c in record["candidates"] if c["kept"]] == [0.2]
+    assert record["selection"] == f"mean of {VAL_KEY} and {A_KEY}"
+    assert float(soup_weights(run_dir)["logit_scale"]) == pytest.approx(0.2)
+    with pytest.raises(soup.SoupError, match="pretrained is empty"):
+        soup.make_soup(cfg, run_dir, scorer=scorer, progress=False)
+
+
+def test_the_same_checkpoints_give_the_same_bytes(tmp_path):
+    states = {e: micro_state(e) for e in (1, 2, 3)}
+    digests = []
+    for name in ("a", "b"):
+        cfg, run_dir = make_run(tmp_path / name, states, soup="uniform")
+        soup.make_soup(cfg, run_dir, scorer=lambda w: {VAL_KEY: 0.5}, progress=False)
+        digests.append((sha256_file(run_dir / "checkpoints" / SOUP), (run_dir / SOUP_JSON).read_bytes()))
+    assert digests[0] == digests[1]
+
+
+def test_cli_records_the_method_and_prints_json_last(tmp_path, monkeypatch, capsys):
+    cfg, run_dir = make_run(tmp_path, {1: micro_state(0, 1.0), 2: micro_state(0, 2.0)})
+    monkeypatch.setattr(soup, "selection_scorer", lambda *a: table_scorer(
+        {frozenset({1}): 0.3, frozenset({2}): 0.4, frozenset({1, 2}): 0.45}))
+    assert soup.main(["--run", str(run_dir)]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (last["method"], last["ingredients"]) == ("greedy", ["epoch_2.pt", "epoch_1.pt"])
+    assert last[VAL_KEY] == 0.45 and A_KEY not in last  # no test answers here: chosen on val alone
+    assert runs.read_params(run_dir).soup == "greedy"  # 04_infer now scores the soup
+    assert choose_checkpoint(run_dir, soup=runs.read_params(run_dir).soup) == last["checkpoint"]
+
+
+def test_cli_refusals_are_one_line_and_exit_1(tmp_path, capsys):
+    cfg, run_dir = make_run(tmp_path, {1: micro_state(0)})
+    assert soup.main(["--run", str(run_dir), "--alpha", "1.5"]) == 1
+    assert "wise_alphas=[1.5] is out of range" in capsys.readouterr().err
+    assert soup.main(["--run", str(run_dir), "--method", "uniform", "--alpha", "0.5"]) == 1
+    assert "--alpha is WiSE-FT's" in capsys.readouterr().err
+    other_model = {"name": "ViT-B-32", "state_dict": micro_state(1)}
+    save_checkpoint(run_dir / "checkpoints" / "epoch_2.pt", other_model)
+    assert soup.main(["--run", str(run_dir), "--method", "uniform"]) == 1
+    assert "holds a ViT-B-32 model" in capsys.readouterr().err
+    assert runs.read_params(run_dir).soup == "none"  # nothing made, nothing recorded
+
+    shutil.rmtree(run_dir / "checkpoints")
+    done = subprocess.run([sys.executable, "-m", "lib.soup", "--run", str(run_dir)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith("error: ") and "holds no epoch_N.pt" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_mismatched_ingredients_are_refused_naming_the_key(tmp_path):
+    state = micro_state(0)
+    fewer = {k: v for k, v in state.items() if k != "text_projection"}
+    cfg, run_dir = make_run(tmp_path, {1: state, 2: fewer}, soup="greedy")
+    with pytest.raises(AveragingError, match="epoch_2.pt lacks key 'text_projection'"):
+        soup.make_soup(cfg, run_dir, scorer=lambda w: {VAL_KEY: 0.5}, progress=False)
+    assert not (run_dir / "checkpoints" / SOUP).exists()
+
+
+@pytest.mark.slow
+def test_wise_on_the_smoke_run_scores_as_04_infer_does(smoke_notebook, smoke_workspace, tmp_path):
+    """The real scorer on the smoke run (a copy): soup.json's val and board A are what 04_infer then
+    reports for soup.pt."""
+    smoke_notebook("03_train")
+    run_dir = tmp_path / "run"
+    shutil.copytree(smoke_workspace["run_dir"], run_dir, symlinks=True)
+    done = subprocess.run([sys.executable, "-m", "lib.soup", "--run", str(run_dir), "--method", "wise",
+                           "--no-progress"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    last = json.loads(done.stdout.strip().splitlines()[-1])
+    assert last["method"] == "wise" and 0 <= last["alpha"] <= 1 and A_KEY in last
+    cfg = runs.read_params(run_dir)
+    assert cfg.soup == "wise"
+    infer(cfg, run_dir, progress=False)
+    scores = json.loads((run_dir / SCORES_FILE).read_text())
+    assert scores["checkpoint"] == SOUP
+    assert scores["val"]["map10_official"] == pytest.approx(last[VAL_KEY], abs=1e-6)
+    assert scores["test_A"]["map10_official"] == pytest.approx(last[A_KEY], abs=1e-6)

@@ -1,0 +1,72 @@
+"""tools.study.ablation: rows of seeds, mean ± std, and the change against a reference with its interval."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lib import runs
+from tools.study import ablation
+from tools.study.ablation import DEFAULT, Row
+
+
+def fake_run(folder, val, test, seed=0):
+    """A scored run folder whose per_query.csv holds these APs (test: first half A, second half B)."""
+    folder.mkdir(parents=True)
+    n = len(test)
+    rows = [("val", "", q, ap) for q, ap in enumerate(val)]
+    rows += [("test", "A" if q < n // 2 else "B", q, ap) for q, ap in enumerate(test)]
+    pd.DataFrame(rows, columns=["split", "board", "query", "ap_official"]).assign(
+        kind="car", ap_standard=0.0).to_csv(folder / "per_query.csv", index=False)
+    return folder
+
+
+def test_means_stds_and_paired_changes(tmp_path):
+    rng = np.random.default_rng(0)
+    base_val, base_test = rng.uniform(0, 1, 200), rng.uniform(0, 1, 200)
+    folders = {DEFAULT: [fake_run(tmp_path / f"d{s}", base_val + 0.01 * s, base_test) for s in range(3)],
+               "better": [fake_run(tmp_path / f"b{s}", base_val + 0.2, base_test + 0.2) for s in range(3)]}
+    rows = [Row(DEFAULT, against=""), Row("better")]
+    frame = ablation.table(rows, folders).set_index("row")
+    assert frame.loc[DEFAULT, "val_mean"] == pytest.approx(base_val.mean() + 0.01)
+    assert frame.loc[DEFAULT, "val_std"] == pytest.approx(0.01)
+    assert frame.loc["better", "val_delta"] == pytest.approx(0.19)  # against the default's seed mean
+    assert frame.loc["better", "A_low"] > 0.15 and frame.loc["better", "B_delta"] == pytest.approx(0.2)
+    text = ablation.markdown(frame.reset_index())
+    assert "| better | " in text and "+0.190 [" in text and text.count("\n") == 3
+
+
+def test_every_reference_is_a_row_and_the_chain_starts_at_zero_shot():
+    names = set(ablation.ROWS)
+    assert all(row.against in names or row.against == "" for row in ablation.ROWS.values())
+    assert ablation.CHAIN[0].name == ablation.ZERO_SHOT and not ablation.CHAIN[0].trains
+    assert [row.name for row in ablation.CHAIN if row.trains][-1] == DEFAULT
+
+
+def test_the_tables_are_named_after_the_whole_run_name_dots_included(tmp_path):
+    run = "2026_12_02-10_54_32-kit-tiny-vit-lr0.0003-b64"
+    csv_path, md_path = ablation.table_paths(tmp_path, run, "ablation")
+    assert csv_path == tmp_path / f"{run}-ablation.csv" and md_path == tmp_path / f"{run}-ablation.md"
+
+
+@pytest.mark.slow
+@pytest.mark.notebook
+def test_rows_on_the_smoke_run(smoke_notebook, smoke_workspace):
+    """The default row's seed 0 is the pipeline's own run; a scoring-only row reuses its checkpoints."""
+    base = smoke_notebook("04_infer").parent
+    rows = [ablation.ROWS[ablation.ZERO_SHOT], Row(DEFAULT, against=ablation.ZERO_SHOT),
+            ablation.ROWS["query policy none"]]
+    lines = []
+    folders = ablation.run_rows(runs.read_params(base), base, rows, [0], "t", progress=False,
+                                log=lines.append)
+    (default,) = folders[DEFAULT]
+    own = json.loads((base / "scores.json").read_text())
+    assert json.loads((default / "scores.json").read_text())["test_A"] == own["test_A"]
+    (rescored,) = folders["query policy none"]
+    assert runs.read_params(rescored).query_policy == "none" and (rescored / "checkpoints").is_dir()
+    assert (rescored / "checkpoints" / "epoch_1.pt").stat().st_ino == (
+        default / "checkpoints" / "epoch_1.pt").stat().st_ino  # hard links, not copies
+    frame = ablation.table(rows, folders).set_index("row")
+    assert frame.loc[DEFAULT, "seeds"] == 1 and not np.isnan(frame.loc[DEFAULT, "val_delta"])

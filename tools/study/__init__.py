@@ -1,0 +1,1 @@
+"""How sure a choice is: the seed study and the ablation."""
