@@ -130,10 +130,11 @@ def may_continue(run_dir: Path, step: str, cfg: Config) -> bool:
     return record.get("inputs") == inputs_digest(run_dir, step, cfg)
 
 
-def mark_done(run_dir: Path, step: str) -> None:
+def mark_done(run_dir: Path, step: str, **measured: Any) -> None:
+    """Record the step's completion: its outputs' digests, and what was `measured` (seconds, memory)."""
     state = read_state(run_dir)
     record = state["steps"].get(step, {})
-    state["steps"][step] = {**record, "finished": _now(), "outputs": _digests(run_dir, step)}
+    state["steps"][step] = {**record, "finished": _now(), "outputs": _digests(run_dir, step), **measured}
     _write(run_dir, state)
 
 
@@ -167,9 +168,8 @@ def forget_from(run_dir: Path, step: str, order: tuple[str, ...] | list[str] = P
                if "outputs" in state["steps"].get(later, {})]
     for later in order[order.index(step):]:
         record = state["steps"].get(later)
-        if record is not None:
-            record.pop("finished", None)
-            record.pop("outputs", None)
+        if record is not None:  # what it started from stays (03 may continue); what it finished goes
+            state["steps"][later] = {k: v for k, v in record.items() if k in ("started", "inputs")}
     _write(run_dir, state)
     return dropped
 

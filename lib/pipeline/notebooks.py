@@ -29,6 +29,7 @@ from lib.files import DiskFull
 from lib.paths import REPO_ROOT, portable
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 KERNEL_QUIET = ["--IPKernelApp.log_level=ERROR"]  # no transport warning from each kernel in the terminal
 Log = Callable[[str], None]
 
@@ -57,9 +58,31 @@ def kernel_env(progress_file: Path) -> Iterator[None]:
         os.environ.update(saved)
 
 
+def tree_memory_bytes(root_pid: int, proc: Path = Path("/proc")) -> int:
+    """Resident memory of every process below `root_pid` (a notebook's kernel, its DataLoader workers
+    and torchrun's processes), read from Linux's /proc; 0 where there is none."""
+    children: dict[int, list[int]] = {}
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # a process that ended while we looked
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total, todo = 0, list(children.get(root_pid, []))
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            total += int((proc / str(pid) / "statm").read_text().split()[1]) * PAGE_BYTES
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
 class _Terminal:
     """What the person running the pipeline sees of a notebook: the progress lines its kernel reports
-    (lib.progress), printed as they arrive with the step's name, and kept in `<run>/logs/<step>.log`.
+    (lib.progress), printed as they arrive with the step's name, and kept in `<run>/logs/<step>.log`;
+    and the most memory the kernel's processes held, sampled every half second (`peak_bytes`).
     (Everything the notebook printed is in the executed notebook; training's full log is out.log.)"""
 
     def __init__(self, name: str, log_path: Path, log: Log):
@@ -69,6 +92,7 @@ class _Terminal:
         self.progress_file.write_text("", encoding="utf-8")
         self._stop = threading.Event()
         self._offset = 0
+        self.peak_bytes = 0
         self._thread = threading.Thread(target=self._follow, daemon=True)
 
     def __enter__(self) -> _Terminal:
@@ -89,6 +113,7 @@ class _Terminal:
     def _follow(self) -> None:
         while not self._stop.wait(0.5):
             self._drain()
+            self.peak_bytes = max(self.peak_bytes, tree_memory_bytes(os.getpid()))
 
     def _drain(self) -> None:
         try:
@@ -157,10 +182,11 @@ def carriage_returns_applied(text: str) -> str:
 
 
 def run_notebook(name: str, out_dir: Path, parameters: dict[str, Any], timeout_s: int | None = None,
-                 log: Log = print, log_path: Path | None = None) -> Path:
+                 log: Log = print, log_path: Path | None = None, stats: dict[str, Any] | None = None) -> Path:
     """Execute one notebook with papermill into out_dir/<name>.ipynb (written whole: papermill saves
     into a partial file that replaces it at the end), showing its progress; on failure raise with the
-    cell's error. `log_path`: the step's log (default `<out_dir>/logs/<name>.log`)."""
+    cell's error. `log_path`: the step's log (default `<out_dir>/logs/<name>.log`). `stats`, when
+    given, gets the step's `seconds` and `peak_memory_bytes` (its kernel's processes, sampled)."""
     source = NOTEBOOK_DIR / f"{name}.ipynb"
     declared = pm.inspect_notebook(str(source))  # pass each notebook only the parameters it declares
     parameters = {key: value for key, value in parameters.items() if key in declared}
@@ -196,7 +222,11 @@ def run_notebook(name: str, out_dir: Path, parameters: dict[str, Any], timeout_s
             raise DiskFull(target) from None
         raise
     _keep(partial, target)
-    log(f"[{name}] done in {time.monotonic() - start:.0f} s")
+    seconds = time.monotonic() - start
+    if stats is not None:
+        stats.update(seconds=round(seconds, 1), peak_memory_bytes=terminal.peak_bytes)
+    log(f"[{name}] done in {seconds:.0f} s" + (f", at most {terminal.peak_bytes / 1e9:.1f} GB of memory "
+                                               "(the kernel and its workers)" if terminal.peak_bytes else ""))
     return target
 
 

@@ -73,8 +73,9 @@ def _execute(run_dir: Path, cfg: Config, names: list[str], timeout_s: int | None
                 else:
                     _move_aside(run_dir, log)
             steps.begin(run_dir, current, cfg)
-            run_notebook(current, run_dir, {**params, **extra}, timeout_s, log=log)
-            steps.mark_done(run_dir, current)
+            stats: dict[str, Any] = {}
+            run_notebook(current, run_dir, {**params, **extra}, timeout_s, log=log, stats=stats)
+            steps.mark_done(run_dir, current, **stats)
     except (KitError, KeyboardInterrupt) as err:
         interrupted = isinstance(err, KeyboardInterrupt)
         what = f"interrupted during {current}" if interrupted else str(err)

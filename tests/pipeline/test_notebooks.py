@@ -112,3 +112,16 @@ def test_a_kernel_that_dies_is_one_line_and_its_notebook_is_kept(tmp_path, monke
         notebooks.run_notebook("03_train", tmp_path / "run", {"run_dir": "x"}, timeout_s=60,
                                log=lambda *_: None)
     assert (tmp_path / "run" / "03_train.ipynb").is_file()
+
+
+def test_a_kernels_memory_is_the_sum_over_its_process_tree(tmp_path, monkeypatch):
+    """/proc/<pid>/stat's fourth field is the parent, statm's second the resident pages."""
+    monkeypatch.setattr(notebooks, "PAGE_BYTES", 4096)
+    tree = {10: (1, 100), 11: (10, 50), 12: (11, 7), 13: (1, 999)}  # pid: (parent, pages)
+    for pid, (parent, pages) in tree.items():
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "stat").write_text(f"{pid} (python (kernel)) S {parent} 0 0\n")
+        (tmp_path / str(pid) / "statm").write_text(f"5000 {pages} 10 0 0 0 0\n")
+    assert notebooks.tree_memory_bytes(10, proc=tmp_path) == (50 + 7) * 4096  # below 10, not 10 itself
+    assert notebooks.tree_memory_bytes(1, proc=tmp_path) == (100 + 50 + 7 + 999) * 4096
+    assert notebooks.tree_memory_bytes(12, proc=tmp_path) == 0
