@@ -110,6 +110,10 @@ class Config:
     # 03_train's check that fine-tuning beat the starting point (val mAP@10 of the kept epoch above
     # epoch 0's): fail stops the run there with the way on, warn says so and goes on
     no_gain_over_zero_shot: str = knob("fail", choices=("fail", "warn"))
+    # the epoch whose checkpoint is scored and submitted: N, as the reference submitted epoch_5.pt of a
+    # 30-epoch schedule (notebook-quick-review.ipynb); 0: the epoch with the best val mAP@10 (the
+    # kit's choice, which makes val in-sample when it later votes on a choice)
+    submit_epoch: int = knob(5, ge=0)
     # --- weight averaging after training (lib.soup.make; off: docs/results.md, the ablation)
     # none: the best epoch is scored. uniform: the mean of every epoch checkpoint. greedy: epochs by
     # selection score, each added only if the soup does not score lower (Wortsman et al. 2022). wise:
@@ -118,9 +122,23 @@ class Config:
     soup: str = knob("none", choices=("none", "uniform", "greedy", "wise"))
     # WiSE-FT's alpha: the grid it is chosen on (by the selection score); one value fixes it.
     wise_alphas: list[float] = knob([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0], ge=0, le=1)
+    # other runs of the same model whose epoch checkpoints join a uniform or greedy soup (the
+    # reference's soup notebook mixed epochs 15 and 10 of one run with epoch 5 of another)
+    soup_runs: list[str] = knob([])
     # --- attribute augmentation (step 2) and retrieval -------------------------------------
     attribute_augmentation: bool = True  # zero-shot completion of car captions before training
-    attribute_fields: list[str] = knob(["colour", "type"], choices=("colour", "brand", "type"))
+    # the fields a car caption lacks that are filled: all three, as the reference's shipped file does
+    # (data/augmented_ViT-bigG-14_train_label.txt fills brand on the 6,023 type-only captions)
+    attribute_fields: list[str] = knob(["colour", "brand", "type"], choices=("colour", "brand", "type"))
+    # the reference scores the images as open_clip's val transform takes them, unpadded (augment.py:130)
+    augment_padded_images: bool = False
+    augment_val: bool = True  # the reference completes the val car captions too, and validates on them
+    # a car's training (and completed val) text: "attributes" = "colour brand type", the fourth field
+    # of the reference's augmented files (parse_augment.py:18); "sentence" = the completed caption
+    car_caption_form: str = knob("attributes", choices=("attributes", "sentence"))
+    # a folder with the reference's augmented label files (*train_label.txt, *val_label.txt: image$
+    # attribute$caption$augmented): their fourth field completes the car captions, no zero-shot pass
+    augmented_labels: str = ""
     query_policy: str = knob("strip_prefix", choices=("none", "strip_prefix", "surveillance"))
     category_aware: bool = False
     topk: int = knob(10, ge=1)
@@ -336,6 +354,9 @@ def _validate(cfg: Config) -> None:
     if len(jitter) != 4 or min(jitter) < 0 or jitter[3] > 0.5:
         raise ConfigError(f"photometric_jitter={jitter} must be [brightness, contrast, saturation, hue], "
                           "each >= 0 and hue <= 0.5 (torchvision's ColorJitter)")
+    if cfg.submit_epoch > cfg.stop_epoch:
+        raise ConfigError(f"submit_epoch={cfg.submit_epoch} is past stop_epoch={cfg.stop_epoch}: that epoch "
+                          "is never trained (0 submits the best val epoch)")
     if not cfg.wise_alphas:
         raise ConfigError("wise_alphas=[] must hold at least one alpha (one value fixes WiSE-FT's alpha)")
     depth = min(cfg.rerank_depth_car, cfg.rerank_depth_person)

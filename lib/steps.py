@@ -33,7 +33,7 @@ TRAIN_STEP = "03_train"
 OUTPUTS = {  # what each step writes into the run (globs, relative to it), beside its executed notebook
     "01_prepare": ("data/train.csv", "data/val.csv", "data/test_queries.csv", "data/test_gallery.csv",
                    "data/vocabulary.json", "data/val_gt.txt"),
-    "02_augment": ("data/train_augmented.csv",),
+    "02_augment": ("data/train_augmented.csv", "data/val_augmented.csv"),
     "03_train": ("metrics.jsonl", "checkpoints/epoch_*.pt", "checkpoints/soup.pt", "soup.json"),
     "04_infer": ("submission.json", "scores.json", "per_query.csv"),
 }
@@ -48,7 +48,8 @@ _BY_STEP = {
                    "demo_test_size", "demo_corpus_size", "foundation_epochs", "foundation_lr",
                    "foundation_batch_size", "foundation_warmup_steps", "max_bad_image_fraction"),
     "02_augment": ("model", "pretrained", "pretrained_sha256", "image_size", "trim_text_padding",
-                   "attribute_augmentation", "attribute_fields", "eval_batch_size", "precision", "device",
+                   "attribute_augmentation", "attribute_fields", "augment_padded_images", "augment_val",
+                   "car_caption_form", "augmented_labels", "eval_batch_size", "precision", "device",
                    "threads"),
     "03_train": ("batch_size", "accum_steps", "lr", "weight_decay", "beta1", "beta2", "eps", "warmup_steps",
                  "schedule_epochs", "stop_epoch", "grad_checkpointing", "lock_image", "photometric_jitter",
@@ -56,9 +57,9 @@ _BY_STEP = {
                  "query_policy", "category_aware", "topk", "rerank", "rerank_depth_car",
                  "rerank_depth_person", "rerank_m", "rerank_k", "a3r_flip", "a3r_adapted_query",
                  "a3r_reciprocal", "aqe_alpha", "kreciprocal_lambda", "kreciprocal_k2", "soup", "wise_alphas",
-                 "no_gain_over_zero_shot"),
+                 "no_gain_over_zero_shot", "submit_epoch", "soup_runs"),
 }
-AFTER_TRAINING = ("soup", "wise_alphas", "no_gain_over_zero_shot")
+AFTER_TRAINING = ("soup", "wise_alphas", "soup_runs", "no_gain_over_zero_shot", "submit_epoch")
 UNCHANGED_OUTPUTS = ("profile", "workers", "log_every", "save_every_steps")
 FIXED = ("runs_root", "run_name")  # a run's folder: another value is another run
 AFFECTS: dict[str, str | None] = {key: step for step, keys in _BY_STEP.items() for key in keys}

@@ -35,7 +35,7 @@ class FakeSteps:
         self.calls: list[tuple[str, dict]] = []
         self.fail = fail or {}
 
-    def __call__(self, name, out_dir, parameters, timeout_s=None, log=print, log_path=None):
+    def __call__(self, name, out_dir, parameters, timeout_s=None, log=print, log_path=None, stats=None):
         self.calls.append((name, dict(parameters)))
         run_dir = Path(out_dir)
         cfg = runs.read_params(run_dir)

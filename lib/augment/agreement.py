@@ -1,7 +1,8 @@
 """How good the attribute augmentation's completions are, where the truth is known.
 
 On the demo the generator knows what it drew (lib.demo.dataset.read_truth); on the real data the
-reference's own completions (`read_reference`) give a second opinion. Used by 02_augment.
+reference's own completions (lib.augment.reference.read_reference) give a second opinion. Used by
+02_augment.
 """
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from pathlib import Path
 import pandas as pd
 
 from lib.augment.attribute_augmentation import FIELDS
-from lib.data.labels import CarVocabulary, LabelError, parse_car_text, read_lines
 from lib.data.prepare import write_table
 
 
@@ -39,8 +39,8 @@ def filled_accuracy(augmented: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFram
     the truth (a field never filled has no row: its accuracy is undefined).
 
     `truth` has one row per image with columns image, colour, brand, type (the demo generator's
-    truth/train.csv, or the reference's completions from `read_reference`). Baseline: always
-    guessing the value most frequent among the captions that state the field (ties: first in
+    truth/train.csv, or the reference's completions, lib.augment.reference.read_reference).
+    Baseline: always guessing the value most frequent among the captions that state the field (ties: first in
     alphabetical order), which needs no model; `chance` is 1 / the number of values seen.
     """
     rows = []
@@ -80,16 +80,3 @@ def confusion_matrix(augmented: pd.DataFrame, truth: pd.DataFrame, field: str) -
         index=labels, columns=labels, fill_value=0)
     matrix.index.name, matrix.columns.name = f"true {field}", f"filled {field}"
     return matrix.astype("int64")
-
-
-def read_reference(path: str | os.PathLike, vocab: CarVocabulary) -> pd.DataFrame:
-    """The reference's augmented captions (`image$attribute$caption$augmented`, lib's vocabulary)
-    -> DataFrame[image, attribute, caption, augmented, colour, brand, type, line]."""
-    name, rows = Path(path).name, []
-    for number, line in enumerate(read_lines(path), start=1):
-        fields = line.split("$")
-        if len(fields) != 4 or not all(f.strip() for f in fields):
-            raise LabelError(name, number, f"expected 4 non-empty '$'-separated fields, got {len(fields)}")
-        parts = parse_car_text(fields[3], vocab)
-        rows.append((*fields, parts.colour, parts.brand, parts.type, number))
-    return pd.DataFrame(rows, columns=["image", "attribute", "caption", "augmented", *FIELDS, "line"])

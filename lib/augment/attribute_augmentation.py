@@ -10,10 +10,18 @@ once per run, every image is encoded once (batched, lib.model.encode) and every 
 candidate sentence once (captions share candidates), then each caption's candidates are scored by a
 dot product. Persons, and captions with nothing allowed missing, are left as they are.
 
-Output columns: the input's, `original_title` after `title` (`title` is the completed caption, what
-training reads), then `filled_colour`, `filled_brand`, `filled_type` ("" when nothing was added) and
-`margin` (best minus second-best cosine; inf with a single candidate, NaN when nothing was scored).
-The `colour`/`brand`/`type` columns stay the labels' own (what the attribute says).
+Output columns: the input's, `original_<column>` after the text column (`title` in train.csv, the
+completed caption training reads; `text` in val.csv, the query val scores), then `filled_colour`,
+`filled_brand`, `filled_type` ("" when nothing was added) and `margin` (best minus second-best
+cosine; inf with a single candidate, NaN when nothing was scored). The `colour`/`brand`/`type`
+columns stay the labels' own (what the attribute says).
+
+As the reference, by the run's parameters: every field a caption lacks is filled
+(`attribute_fields`), the images are scored as open_clip's transform takes them, unpadded
+(`augment_padded_images` pads them first), the val car captions are completed too (`augment_val`),
+and a car's text becomes "colour brand type", the fourth field of the reference's augmented files
+(`car_caption_form: attributes`; `sentence` keeps the completed caption). With `augmented_labels`,
+the reference's own files complete the captions instead of a zero-shot pass (lib.augment.reference).
 """
 from __future__ import annotations
 
@@ -29,17 +37,18 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lib.augment import reference
 from lib.config import Config
 from lib.data.captions import compose_car_caption
 from lib.data.labels import CarParts, CarVocabulary, parse_car_text
-from lib.data.prepare import AUGMENTED_TABLE, load_prepared, write_table
+from lib.data.prepare import AUGMENTED_TABLE, VAL_AUGMENTED_TABLE, load_prepared, write_table
 from lib.model.encode import encode_images, encode_texts
 from lib.model.factory import model_from_config
 from lib.paths import resolve
 
 FIELDS = ("colour", "brand", "type")
 FILLED = tuple(f"filled_{f}" for f in FIELDS)
-REQUIRED_COLUMNS = ("filepath", "title", "kind")
+REQUIRED_COLUMNS = ("filepath", "kind")
 
 
 def check_fields(fields: Sequence[str]) -> tuple[str, ...]:
@@ -81,30 +90,32 @@ def candidates(caption: str, vocab: CarVocabulary, fields: Sequence[str] = ("col
     return out
 
 
-def _check_table(table: pd.DataFrame) -> None:
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+def _check_table(table: pd.DataFrame, column: str) -> None:
+    missing = [c for c in (*REQUIRED_COLUMNS, column) if c not in table.columns]
     if missing:
-        raise ValueError(f"augmentation needs columns {', '.join(REQUIRED_COLUMNS)}; missing {missing}")
-    clash = [c for c in ("original_title", *FILLED, "margin") if c in table.columns]
+        raise ValueError(f"augmentation needs columns {', '.join((*REQUIRED_COLUMNS, column))}; "
+                         f"missing {missing}")
+    clash = [c for c in (f"original_{column}", *FILLED, "margin") if c in table.columns]
     if clash:
         raise ValueError(f"table already has {clash}: it looks augmented already (use train.csv)")
 
 
 def augment_captions(table: pd.DataFrame, model: torch.nn.Module | None, tokenizer: Any,
                      preprocess_cfg: Any, vocab: CarVocabulary, fields: Sequence[str] = ("colour", "type"),
-                     *, batch_size: int = 256, workers: int = 0, precision: str = "auto",
-                     progress: bool = True) -> pd.DataFrame:
-    """The table with its car captions completed (see the module docstring for the columns).
+                     *, column: str = "title", padded: bool = True, batch_size: int = 256, workers: int = 0,
+                     precision: str = "auto", progress: bool = True) -> pd.DataFrame:
+    """The table with the car captions in `column` completed (see the module docstring for the
+    columns); `padded`: the images padded to a square before the model's transform.
 
     `out.attrs["augment_stats"]`: rows completed, images and distinct texts encoded, seconds (all,
     encoding images, encoding texts), images/s (all images over all seconds). The model is only
     used when some caption needs completing (it may be None otherwise).
     """
-    _check_table(table)
+    _check_table(table, column)
     fields = check_fields(fields)
     start, timing = time.perf_counter(), {"images": 0.0, "texts": 0.0}
     out = table.copy()
-    titles = out["title"].astype(str).tolist()
+    titles = out[column].astype(str).tolist()
     by_title: dict[str, list[tuple[str, dict[str, str]]]] = {}
     rows = []  # rows to complete
     for i, (title, kind) in enumerate(zip(titles, out["kind"])):
@@ -124,7 +135,7 @@ def augment_captions(table: pd.DataFrame, model: torch.nn.Module | None, tokeniz
             raise ValueError(f"{len(rows)} car captions need completing but no model was given")
         opts = {"batch_size": batch_size, "precision": precision, "progress": progress}
         t0 = time.perf_counter()
-        image_emb = encode_images(model, images, preprocess_cfg, workers=workers, **opts)
+        image_emb = encode_images(model, images, preprocess_cfg, workers=workers, pad=padded, **opts)
         t1 = time.perf_counter()
         text_emb = encode_texts(model, tokenizer, texts, **opts)
         timing = {"images": t1 - t0, "texts": time.perf_counter() - t1}
@@ -144,8 +155,8 @@ def augment_captions(table: pd.DataFrame, model: torch.nn.Module | None, tokeniz
                 margins[i] = pair[0] - pair[1] if len(pair) > 1 else math.inf
                 for f, value in cands[b][1].items():
                     filled[f][i] = value
-    out.insert(out.columns.get_loc("title") + 1, "original_title", titles)
-    out["title"] = new_titles
+    out.insert(out.columns.get_loc(column) + 1, f"original_{column}", titles)
+    out[column] = new_titles
     for f in FIELDS:
         out[f"filled_{f}"] = filled[f]
     out["margin"] = margins
@@ -159,24 +170,58 @@ def augment_captions(table: pd.DataFrame, model: torch.nn.Module | None, tokeniz
     return out
 
 
-def augment_run(cfg: Config, run_dir: str | os.PathLike, *, progress: bool = True) -> pd.DataFrame:
-    """Complete the run's train.csv with the foundation model; write <run>/data/train_augmented.csv
-    (atomically: training picks it up when it exists, so it must never be half written).
+def caption_form(table: pd.DataFrame, vocab: CarVocabulary, form: str, column: str) -> pd.DataFrame:
+    """Car texts in `column` as `form` says: "attributes" -> "colour brand type" (absent fields skipped,
+    no prefix, no period: the reference's training text); "sentence" leaves them as they are."""
+    if form == "sentence":
+        return table
+    out = table.copy()
+    cars = out["kind"] == "car"
+    out.loc[cars, column] = [" ".join(w for w in (p.colour, p.brand, p.type) if w)
+                             for p in (parse_car_text(t, vocab) for t in out.loc[cars, column].astype(str))]
+    return out
 
-    Fields: cfg.attribute_fields (none when cfg.attribute_augmentation is false: the table is written
-    unchanged and no model is built). The model is built once, from cfg (model, pretrained, device).
+
+def augment_run(cfg: Config, run_dir: str | os.PathLike, *, progress: bool = True) -> pd.DataFrame:
+    """Complete the run's car captions; write <run>/data/train_augmented.csv and, with cfg.augment_val,
+    val_augmented.csv (atomically: training and scoring pick them up when they exist, so they are
+    never half written). Returns the train table.
+
+    Fields: cfg.attribute_fields (none when cfg.attribute_augmentation is false: the captions are only
+    put in cfg.car_caption_form and no model is built); completions from the foundation model (built
+    once, from cfg), or from the reference's files (cfg.augmented_labels).
     """
-    prep = load_prepared(Path(run_dir))
+    prep = load_prepared(Path(run_dir), augmented=False)
     fields = check_fields(cfg.attribute_fields) if cfg.attribute_augmentation else ()
     model = tokenizer = preprocess_cfg = None
-    if fields:
+    if fields and not cfg.augmented_labels:
         model, tokenizer, preprocess_cfg = model_from_config(cfg)
-    out = augment_captions(prep.train, model, tokenizer, preprocess_cfg, prep.vocabulary, fields,
-                           batch_size=cfg.eval_batch_size, workers=cfg.workers, precision=cfg.precision,
-                           progress=progress)
-    write_table(out, prep.data_dir / AUGMENTED_TABLE)
-    s = out.attrs["augment_stats"]
-    print(f"attribute augmentation ({', '.join(fields) or 'off'}): {s['completed']} of {s['car_rows']} car "
-          f"captions completed; {s['images']} images and {s['distinct_texts']} distinct sentences encoded in "
-          f"{s['seconds']:.1f} s ({s['images_per_s'] or 0:.1f} images/s)")
-    return out
+    splits = [("train", prep.train, "title", AUGMENTED_TABLE)]
+    if cfg.augment_val:
+        splits.append(("val", prep.val, "text", VAL_AUGMENTED_TABLE))
+    else:
+        (prep.data_dir / VAL_AUGMENTED_TABLE).unlink(missing_ok=True)  # a previous setting's: val as written
+    done = {}
+    for split, table, column, name in splits:
+        if fields and cfg.augmented_labels:
+            ref = reference.read_reference(reference.split_file(cfg.path("augmented_labels"), split),
+                                           prep.vocabulary)
+            out = reference.complete(table, ref, prep.vocabulary, column)
+            how = (f"from {reference.split_file(cfg.path('augmented_labels'), split).name} "
+                   f"({out.attrs['not_in_reference']} cars not in it keep their caption)")
+        else:
+            out = augment_captions(table, model, tokenizer, preprocess_cfg, prep.vocabulary, fields,
+                                   column=column, padded=cfg.augment_padded_images,
+                                   batch_size=cfg.eval_batch_size, workers=cfg.workers,
+                                   precision=cfg.precision, progress=progress)
+            s = out.attrs["augment_stats"]
+            how = (f"zero-shot: {s['images']} images and {s['distinct_texts']} distinct sentences encoded "
+                   f"in {s['seconds']:.1f} s")
+        out = caption_form(out, prep.vocabulary, cfg.car_caption_form, column)
+        write_table(out, prep.data_dir / name)
+        completed = int((out[column] != out[f"original_{column}"]).sum())
+        print(f"{split}: {completed} of {int((out['kind'] == 'car').sum())} car captions changed "
+              f"(fields: {', '.join(fields) or 'none'}; {how if fields else 'no completion'}; "
+              f"form: {cfg.car_caption_form})")
+        done[split] = out
+    return done["train"]

@@ -23,6 +23,7 @@ from lib.paths import portable, resolve
 
 TABLES = ("train.csv", "val.csv", "test_queries.csv", "test_gallery.csv")
 AUGMENTED_TABLE = "train_augmented.csv"  # step 2's train.csv with completed car captions (03 reads it)
+VAL_AUGMENTED_TABLE = "val_augmented.csv"  # step 2's val.csv with completed car queries (augment_val)
 
 
 class DatasetMissing(KitError, FileNotFoundError):
@@ -120,15 +121,26 @@ def vocabulary_dict(vocab: labels.CarVocabulary) -> dict[str, list[str]]:
     return {"colours": list(vocab.colours), "types": list(vocab.types), "brands": list(vocab.brands)}
 
 
-def load_prepared(run_dir: Path) -> Prepared:
-    """Read back what `prepare` wrote (later notebooks start here)."""
+def load_prepared(run_dir: Path, augmented: bool = True) -> Prepared:
+    """Read back what `prepare` wrote (later notebooks start here). `augmented`: the val queries as the
+    run scores them, completed by step 2 when it wrote val_augmented.csv (augment_val)."""
     data_dir = run_dir / "data"
     if not (data_dir / "train.csv").exists():
         raise DatasetMissing(f"{data_dir}/train.csv is missing: run notebooks/01_prepare.ipynb first")
     vocab_data = json.loads((data_dir / "vocabulary.json").read_text())
     vocab = labels.CarVocabulary(**{k: tuple(v) for k, v in vocab_data.items()})
     read = lambda name: pd.read_csv(data_dir / name, keep_default_na=False)  # noqa: E731
-    return Prepared(*(read(name) for name in TABLES), vocab, data_dir)
+    tables = [read(name) for name in TABLES]
+    if augmented and (data_dir / VAL_AUGMENTED_TABLE).is_file():
+        tables[1] = read(VAL_AUGMENTED_TABLE)
+    return Prepared(*tables, vocab, data_dir)
+
+
+def val_queries_path(run_dir: Path) -> Path:
+    """The val table the run scores: val_augmented.csv when step 2 wrote it, else val.csv."""
+    data_dir = Path(run_dir) / "data"
+    augmented = data_dir / VAL_AUGMENTED_TABLE
+    return augmented if augmented.is_file() else data_dir / "val.csv"
 
 
 def summary(prep: Prepared) -> pd.DataFrame:

@@ -98,14 +98,15 @@ def train_transform(preprocess_cfg: Any, scale: tuple[float, float] = (0.9, 1.0)
 class TwoStageTransform:
     """A PadThen transform cut in two at ToTensor: `to_uint8` per image (in a DataLoader worker),
     `normalise` per batch (see the module docstring). `flip`: mirror each image left-right before
-    padding (the mirrored gallery of A3R's flip test-time augmentation, lib.eval.rerank)."""
+    padding (the mirrored gallery of A3R's flip test-time augmentation, lib.eval.rerank). `pad`
+    False: no padding, open_clip's transform alone (the reference's zero-shot augmentation)."""
 
-    def __init__(self, padded: PadThen, flip: bool = False):
+    def __init__(self, padded: PadThen, flip: bool = False, pad: bool = True):
         steps = list(getattr(padded.inner, "transforms", []))
         cut = next((i for i, t in enumerate(steps) if isinstance(t, MaybeToTensor)), None)
         if cut is None or cut != len(steps) - 2 or not isinstance(steps[-1], Normalize):
             raise ValueError(f"unexpected open_clip transform, cannot cut it at ToTensor: {padded.inner!r}")
-        self.fill, self.to_size, self.flip = padded.fill, steps[:cut], bool(flip)
+        self.fill, self.to_size, self.flip, self.pad = padded.fill, steps[:cut], bool(flip), bool(pad)
         self.mean = torch.tensor(steps[-1].mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(steps[-1].std, dtype=torch.float32).view(1, -1, 1, 1)
 
@@ -113,7 +114,7 @@ class TwoStageTransform:
         """RGB uint8 H×W×3 → (mirrored,) padded, resized (cropped) uint8 C×H×W: what a worker sends."""
         if self.flip:
             img = np.ascontiguousarray(img[:, ::-1])
-        pil = Image.fromarray(pad_to_square(img, self.fill))
+        pil = Image.fromarray(pad_to_square(img, self.fill) if self.pad else img)
         for step in self.to_size:
             pil = step(pil)
         return torch.from_numpy(np.array(pil.convert("RGB"))).permute(2, 0, 1).contiguous()
@@ -124,9 +125,9 @@ class TwoStageTransform:
         return batch.to(torch.float32).div(255).sub_(mean).div_(std)
 
 
-def eval_two_stage(preprocess_cfg: Any, flip: bool = False) -> TwoStageTransform:
-    """eval_transform, cut at ToTensor; `flip`: of the mirrored image."""
-    return TwoStageTransform(eval_transform(preprocess_cfg), flip=flip)
+def eval_two_stage(preprocess_cfg: Any, flip: bool = False, pad: bool = True) -> TwoStageTransform:
+    """eval_transform, cut at ToTensor; `flip`: of the mirrored image; `pad` False: unpadded."""
+    return TwoStageTransform(eval_transform(preprocess_cfg), flip=flip, pad=pad)
 
 
 def train_two_stage(preprocess_cfg: Any, scale: tuple[float, float] = (0.9, 1.0),

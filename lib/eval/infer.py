@@ -19,6 +19,7 @@ from lib.config import Config
 from lib.data.layout import TEST_GT_FILE
 from lib.data.prepare import Prepared, load_prepared, write_table
 from lib.data.relevance import read_ground_truth, relevance_sets
+from lib.errors import KitError
 from lib.eval import metrics, retrieval, scoring, submission
 from lib.eval.boards import split_boards
 from lib.eval.metrics import check_same_queries
@@ -46,16 +47,22 @@ class Inference:
     truncated_queries: list[int]  # test queries longer than the text context: the tokenizer cut them
 
 
-def choose_checkpoint(run_dir: Path, checkpoint: str = "", soup: str = "none") -> str:
+def choose_checkpoint(run_dir: Path, checkpoint: str = "", soup: str = "none",
+                      submit_epoch: int = 0) -> str:
     """An explicit checkpoint, else the run's soup (checkpoints/soup.pt, when `soup`, cfg.soup, is not
-    "none" and the file exists), else the run's best fine-tuned epoch, else "" (pretrained weights)."""
+    "none" and the file exists), else the run's kept epoch (`submit_epoch`, else the best val one),
+    else "" (pretrained weights: a run that never trained)."""
     if checkpoint:
         return checkpoint
     soup_path = Path(run_dir) / "checkpoints" / SOUP
     if soup != "none" and soup_path.is_file():
         return str(soup_path)
-    best = collect_result(run_dir).best_checkpoint if (run_dir / "checkpoints").is_dir() else None
-    return str(best) if best else ""
+    trained = collect_result(run_dir, submit_epoch)
+    if trained.checkpoints and trained.best_checkpoint is None:
+        have = ", ".join(p.name for p in trained.checkpoints)
+        raise KitError(f"{run_dir} has no checkpoint of submit_epoch={submit_epoch} (it has {have}): train "
+                       "that far, or set submit_epoch=0 (the best val epoch)")
+    return str(trained.best_checkpoint) if trained.best_checkpoint else ""
 
 
 def model_identity(cfg: Config, checkpoint: str) -> str:
@@ -81,7 +88,7 @@ def test_relevance(cfg: Config, queries: list[str]) -> list[set[str]] | None:
 def infer(cfg: Config, run_dir: Path, checkpoint: str = "", prep: Prepared | None = None,
           progress: bool = True) -> Inference:
     prep = prep or load_prepared(run_dir)
-    chosen = choose_checkpoint(run_dir, checkpoint, soup=cfg.soup)
+    chosen = choose_checkpoint(run_dir, checkpoint, soup=cfg.soup, submit_epoch=cfg.submit_epoch)
     net, tokenizer, preprocess_cfg = model_from_config(cfg, chosen or None)
     net.eval()
     model_id = model_identity(cfg, chosen)

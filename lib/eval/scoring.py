@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from lib.config import Config
+from lib.data.prepare import val_queries_path
 from lib.data.relevance import relevance_sets
 from lib.eval import metrics, retrieval
 from lib.eval.boards import BOARDS
@@ -72,7 +73,7 @@ def flat_metrics(scores: pd.DataFrame, prefix: str = "val_") -> dict[str, float]
 def run_val_evaluator(cfg: Config, run_dir: Path) -> Callable[[torch.nn.Module], dict[str, float]]:
     """Evaluator factory for lib.train (lib.pipeline.fine_tune passes it):
     the run's prepared val table, scored with the model's own tokenizer and preprocessing."""
-    val = pd.read_csv(Path(run_dir) / "data" / "val.csv", keep_default_na=False)
+    val = pd.read_csv(val_queries_path(run_dir), keep_default_na=False)
     relevant = relevance_sets(val)
     tokenizer = open_clip.get_tokenizer(cfg.model)
 

@@ -29,11 +29,12 @@ from lib.progress import bar as progress_bar
 class GalleryDataset(Dataset):
     """Image paths -> padded, resized uint8 tensors (read_image + the eval transform up to ToTensor),
     in the given order; `transform.normalise` finishes a batch. A bad image comes back as BadImage.
-    `flip`: of each image's mirror (left-right)."""
+    `flip`: of each image's mirror (left-right); `pad` False: not padded to a square first."""
 
-    def __init__(self, paths: Sequence[str | os.PathLike], preprocess_cfg: Any, flip: bool = False):
+    def __init__(self, paths: Sequence[str | os.PathLike], preprocess_cfg: Any, flip: bool = False,
+                 pad: bool = True):
         self.paths = [str(p) for p in paths]
-        self.transform = eval_two_stage(preprocess_cfg, flip=flip)
+        self.transform = eval_two_stage(preprocess_cfg, flip=flip, pad=pad)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -81,10 +82,10 @@ def loader_workers(requested: int, device: torch.device) -> int:
 
 def encode_images(model: torch.nn.Module, paths: Sequence[str | os.PathLike], preprocess_cfg: Any, *,
                   batch_size: int = 256, workers: int = 0, precision: str = "auto",
-                  progress: bool = True, flip: bool = False) -> torch.Tensor:
+                  progress: bool = True, flip: bool = False, pad: bool = True) -> torch.Tensor:
     """(len(paths), d) float32 CPU, L2-normalised, in the order of `paths`. A bad image raises ImageError.
-    `flip`: embeddings of the images mirrored left-right (before padding)."""
-    dataset = GalleryDataset(paths, preprocess_cfg, flip=flip)
+    `flip`: embeddings of the images mirrored left-right (before padding); `pad` False: unpadded."""
+    dataset = GalleryDataset(paths, preprocess_cfg, flip=flip, pad=pad)
     n_workers = loader_workers(workers, model_device(model))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=n_workers,
                         collate_fn=_collate, pin_memory=model_device(model).type == "cuda",

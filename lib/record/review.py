@@ -10,6 +10,7 @@ new record beside the old one and swaps them only when its review passed).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -21,6 +22,7 @@ from lib import config as config_mod
 from lib import runs, steps
 from lib.config import Config
 from lib.data.layout import SPLIT_FILES, TEST_GT_FILE
+from lib.data.prepare import VAL_AUGMENTED_TABLE, Prepared
 from lib.errors import KitError
 from lib.files import atomic_write_text, sha256_file
 from lib.model.checkpoints import load_checkpoint, save_checkpoint, verify_file
@@ -121,9 +123,9 @@ def check_promotable(run_dir: Path, commit: str | None = None) -> Path:
     if commit.endswith("-dirty") or commit == "unknown":
         raise ReviewError(f"this tree has uncommitted changes ({commit}): commit them, then promote, so that "
                           "the record's review notebook is the committed code's")
-    best = collect_result(run_dir).best_checkpoint
+    best = collect_result(run_dir, runs.read_params(run_dir).submit_epoch).best_checkpoint
     if best is None:
-        raise ReviewError(f"{run_dir} has no fine-tuned checkpoint to promote")
+        raise ReviewError(f"{run_dir} has no fine-tuned checkpoint to promote (or not the submit_epoch's)")
     verify_file(best)  # a damaged checkpoint stops here, naming both digests
     return best
 
@@ -141,6 +143,8 @@ def build_record(run_dir: Path, folder: Path, commit: str | None = None) -> Path
         shutil.copy2(run_dir / name, folder / name)
     for notebook in sorted(run_dir.glob("0[1-4]_*.ipynb")):
         shutil.copy2(notebook, folder / notebook.name)
+    if (run_dir / "data" / VAL_AUGMENTED_TABLE).is_file():  # the val queries the run scored (augment_val)
+        shutil.copy2(run_dir / "data" / VAL_AUGMENTED_TABLE, folder / VAL_AUGMENTED_TABLE)
     state = load_checkpoint(best)
     weights = {"name": state.get("name", cfg.model), "epoch": state.get("epoch"),
                "state_dict": state["state_dict"]}
@@ -156,6 +160,15 @@ def build_record(run_dir: Path, folder: Path, commit: str | None = None) -> Path
                                                           made_by=made_by, commit=commit))
     write_checksums(folder, record_files(folder) + data_files(cfg))
     return folder
+
+
+def scored_queries(prep: Prepared, review_dir: Path) -> Prepared:
+    """The prepared tables with the val queries the recorded run scored: its completed ones when it
+    completed them (augment_val: the record keeps val_augmented.csv), else the labels' own."""
+    path = review_dir / VAL_AUGMENTED_TABLE
+    if not path.is_file():
+        return prep
+    return dataclasses.replace(prep, val=pd.read_csv(path, keep_default_na=False))
 
 
 def review_config(review_dir: Path = REVIEW_DIR, **overrides) -> Config:

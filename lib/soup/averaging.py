@@ -40,13 +40,22 @@ class Ingredient:
     sha256: str
     epoch: int | None
 
+    from_run: str = ""  # set in a soup across runs: the run the checkpoint came from
+
+    @property
+    def name(self) -> str:
+        """epoch_N.pt, or <run>/epoch_N.pt in a soup across runs."""
+        return f"{self.from_run}/{self.path.name}" if self.from_run else self.path.name
+
     def record(self) -> dict[str, Any]:
-        return {"file": self.path.name, "sha256": self.sha256, "epoch": self.epoch}
+        return {"file": self.path.name, **({"run": self.from_run} if self.from_run else {}),
+                "sha256": self.sha256, "epoch": self.epoch}
 
 
-def read_weights(path: str | os.PathLike, model: str) -> tuple[State, Ingredient]:
+def read_weights(path: str | os.PathLike, model: str, home: Path | None = None) -> tuple[State, Ingredient]:
     """A checkpoint's state dict, memory-mapped and verified against its sidecar; refused when it
-    holds another architecture than `model`."""
+    holds another architecture than `model`. A checkpoint of another run than `home` is named with
+    its run (a soup across runs)."""
     path = Path(path)
     ckpt = load_checkpoint(path, mmap=True)
     name = ckpt.get("name")
@@ -55,8 +64,10 @@ def read_weights(path: str | os.PathLike, model: str) -> tuple[State, Ingredient
     if not isinstance(ckpt.get("state_dict"), dict):
         raise AveragingError(f"{path} holds no state_dict: not a checkpoint of this kit")
     epoch = ckpt.get("epoch")
+    run = path.parent.parent
+    from_run = run.name if home is not None and run.resolve() != Path(home).resolve() else ""
     return ckpt["state_dict"], Ingredient(path, recorded_sha256(path) or sha256_file(path),
-                                          int(epoch) if epoch is not None else None)
+                                          int(epoch) if epoch is not None else None, from_run)
 
 
 def check_compatible(reference: State, other: State, where: str) -> None:
@@ -102,7 +113,8 @@ def add_to_mean(mean: State, count: int, state: State, *, inplace: bool = False)
     return out
 
 
-def mean_of(paths: Sequence[str | os.PathLike], model: str) -> tuple[State, list[Ingredient]]:
+def mean_of(paths: Sequence[str | os.PathLike], model: str,
+            home: Path | None = None) -> tuple[State, list[Ingredient]]:
     """The uniform mean of checkpoints, read one at a time, in the first one's dtypes."""
     if not paths:
         raise AveragingError("no checkpoints to average")
@@ -110,7 +122,7 @@ def mean_of(paths: Sequence[str | os.PathLike], model: str) -> tuple[State, list
     types: dict[str, torch.dtype] = {}
     ingredients = []
     for count, path in enumerate(paths):
-        state, ingredient = read_weights(path, model)
+        state, ingredient = read_weights(path, model, home)
         if count == 0:
             mean, types = float32(state), dtypes(state)
         else:

@@ -15,6 +15,7 @@ looked at. The result is `<run>/checkpoints/soup.pt` (weights only, with its sha
 candidate tried). `lib.eval.infer` scores soup.pt instead of the best epoch when cfg.soup is not none.
 
     python -m lib.soup --run runs/<profile>/<name> [--method greedy|uniform|wise] [--alpha A]
+                       [--with runs/<profile>/<other> ...]
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ from lib.eval.infer import model_identity, test_relevance
 from lib.files import atomic_write_text
 from lib.model.checkpoints import save_checkpoint
 from lib.model.factory import model_from_config
-from lib.paths import resolve
+from lib.paths import portable, resolve
 from lib.soup.averaging import (
     Ingredient,
     State,
@@ -77,7 +78,7 @@ class SoupResult:
 
     def summary(self) -> dict[str, Any]:
         """What the command line prints last (one JSON line)."""
-        out = {"method": self.method, "ingredients": [i.path.name for i in self.ingredients],
+        out = {"method": self.method, "ingredients": [i.name for i in self.ingredients],
                **({"alpha": self.alpha} if self.alpha is not None else {}), **self.scores}
         return {**out, "checkpoint": str(self.checkpoint or ""), "sha256": self.sha256}
 
@@ -88,7 +89,7 @@ def selection_score(scores: dict[str, float]) -> float:
 
 
 def _candidate(step: str, ingredients: Sequence[Ingredient], scores: dict[str, float], **extra) -> dict:
-    return {"step": step, "ingredients": [i.path.name for i in ingredients], **extra, **scores,
+    return {"step": step, "ingredients": [i.name for i in ingredients], **extra, **scores,
             "selection_score": selection_score(scores)}
 
 
@@ -98,19 +99,23 @@ def _show(row: dict) -> str:
     return f"[{step}] {' + '.join(row['ingredients'])}: {shown}"
 
 
-def uniform_soup(paths: Sequence[Path], model: str, scorer: Scorer, log: Log = print) -> SoupResult:
-    """The mean of every checkpoint, scored once (its scores are reported; nothing is chosen)."""
-    weights, ingredients = mean_of(paths, model)
+def uniform_soup(paths: Sequence[Path], model: str, scorer: Scorer, log: Log = print,
+                 home: Path | None = None) -> SoupResult:
+    """The mean of every checkpoint, scored once (its scores are reported; nothing is chosen).
+    `home`: the soup's run (checkpoints of other runs are named with theirs)."""
+    weights, ingredients = mean_of(paths, model, home)
     row = _candidate("uniform", ingredients, scorer(weights), kept=True)
     log(_show(row))
     return SoupResult("uniform", weights, ingredients, _scores(row), [row])
 
 
-def greedy_soup(paths: Sequence[Path], model: str, scorer: Scorer, log: Log = print) -> SoupResult:
-    """Ingredients by their own score, best first (the earlier epoch first among equals); each joins
+def greedy_soup(paths: Sequence[Path], model: str, scorer: Scorer, log: Log = print,
+                home: Path | None = None) -> SoupResult:
+    """Ingredients by their own score, best first (the earlier one first among equals); each joins
     only if the soup's selection score does not drop. Checkpoints stay memory-mapped: the soup is one
-    float32 copy of the weights, a trial a second."""
-    loaded = [read_weights(path, model) for path in paths]
+    float32 copy of the weights, a trial a second. Unlike the reference's soup notebook, whose loop
+    never averages (docs/soups.md), a kept ingredient is averaged in."""
+    loaded = [read_weights(path, model, home) for path in paths]
     if not loaded:
         raise SoupError("no checkpoints to make a soup of")
     for state, ingredient in loaded[1:]:
@@ -207,22 +212,33 @@ def foundation_weights(cfg: Config) -> State:
 
 def make_soup(cfg: Config, run_dir: Path, *, progress: bool = True, scorer: Scorer | None = None,
               foundation: State | None = None) -> SoupResult | None:
-    """cfg.soup's soup of the run's epoch checkpoints, written to checkpoints/soup.pt and soup.json;
-    None when cfg.soup is "none". `scorer` and `foundation` replace the real ones (tests)."""
+    """cfg.soup's soup of the run's epoch checkpoints (and those of the runs in cfg.soup_runs, of the
+    same model, as the reference mixed checkpoints of two runs), scored on this run's data, written
+    to its checkpoints/soup.pt and soup.json; None when cfg.soup is "none". `scorer` and
+    `foundation` replace the real ones (tests)."""
     if cfg.soup == "none":
         return None
     run_dir = Path(run_dir)
-    trained = collect_result(run_dir)
+    trained = collect_result(run_dir, cfg.submit_epoch)
     if not trained.checkpoints:
         raise SoupError(f"{run_dir / 'checkpoints'} holds no epoch_N.pt: train the run first "
                         "(notebooks/03_train.ipynb), then make its soup")
+    pool, other_runs = list(trained.checkpoints), [runs.find_run(r) for r in cfg.soup_runs]
+    for other in other_runs:
+        theirs = collect_result(other).checkpoints
+        if not theirs:
+            raise SoupError(f"{Path(other) / 'checkpoints'} holds no epoch_N.pt to add to the soup")
+        pool += theirs
     log: Log = (lambda line: print(line, flush=True)) if progress else (lambda line: None)
     log(f"soup={cfg.soup} of {run_dir.name}: candidates scored on val (and test board A where known)")
     scorer = scorer or _lazy(lambda: selection_scorer(cfg, run_dir, trained.best_checkpoint))
     if cfg.soup == "uniform":
-        result = uniform_soup(trained.checkpoints, cfg.model, scorer, log)
+        result = uniform_soup(pool, cfg.model, scorer, log, home=run_dir)
     elif cfg.soup == "greedy":
-        result = greedy_soup(trained.checkpoints, cfg.model, scorer, log)
+        result = greedy_soup(pool, cfg.model, scorer, log, home=run_dir)
+    elif other_runs:
+        raise SoupError("WiSE-FT interpolates the foundation and this run's kept epoch: soup_runs is for "
+                        "uniform and greedy soups")
     else:
         foundation = foundation if foundation is not None else foundation_weights(cfg)
         result = wise_soup(foundation, trained.best_checkpoint, cfg.model, cfg.wise_alphas, scorer, log)
@@ -269,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", choices=("greedy", "uniform", "wise"),
                         help="default: the run's soup parameter, else greedy (wise with --alpha)")
     parser.add_argument("--alpha", type=float, help="WiSE-FT with this alpha instead of the grid's best")
+    parser.add_argument("--with", dest="others", nargs="+", default=None, metavar="RUN",
+                        help="other runs of the same model whose epochs join the pool (uniform, greedy)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -278,7 +296,12 @@ def main(argv: list[str] | None = None) -> int:
         method = args.method or default
         if args.alpha is not None and method != "wise":
             raise SoupError(f"--alpha is WiSE-FT's: it does not go with --method {method}")
-        cfg = saved.replace(soup=method, **({"wise_alphas": [args.alpha]} if args.alpha is not None else {}))
+        changes: dict[str, Any] = {"soup": method}
+        if args.alpha is not None:
+            changes["wise_alphas"] = [args.alpha]
+        if args.others is not None:
+            changes["soup_runs"] = [portable(runs.find_run(r)) for r in args.others]
+        cfg = saved.replace(**changes)
         result = make_soup(cfg, run_dir, progress=not args.no_progress)
         if cfg != saved:  # the run is now scored as this soup (lib.eval.infer): recorded, 03 and 04 stale
             steps.change_parameters(run_dir, _changed(saved, cfg), by="python -m lib.soup")

@@ -29,7 +29,7 @@ from open_clip_train.distributed import is_using_distributed, world_info_from_en
 from lib import config as config_mod
 from lib import runs
 from lib.config import Config
-from lib.data.prepare import AUGMENTED_TABLE
+from lib.data.prepare import AUGMENTED_TABLE, val_queries_path
 from lib.errors import KitError
 from lib.model.device import resolve_device
 from lib.paths import REPO_ROOT, portable
@@ -86,10 +86,11 @@ def process_group_backend(device: torch.device) -> str:
 
 
 def default_tables(run_dir: Path) -> tuple[Path, Path | None]:
-    """The prepared tables of a run: train_augmented.csv when notebook 02 wrote it, else train.csv."""
+    """The prepared tables of a run: train_augmented.csv when notebook 02 wrote it, else train.csv; the
+    val table the run scores (lib.data.prepare.val_queries_path)."""
     data = Path(run_dir) / "data"
     train_csv = data / AUGMENTED_TABLE
-    val_csv = data / "val.csv"
+    val_csv = val_queries_path(run_dir)
     train_csv = train_csv if train_csv.is_file() else data / "train.csv"
     return train_csv, (val_csv if val_csv.is_file() else None)
 
@@ -135,7 +136,7 @@ def launch(cfg: Config, run_dir: str | os.PathLike, train_table: str | os.PathLi
     if done.returncode:
         raise KitError(f"torchrun with {processes} processes failed (exit {done.returncode}); "
                              f"see {run_dir / 'out.log'} and the output above. Command: {' '.join(cmd)}")
-    return collect_result(run_dir)
+    return collect_result(run_dir, cfg.submit_epoch)
 
 
 def main(argv: list[str] | None = None, evaluator_factory: EvaluatorFactory | None = None,

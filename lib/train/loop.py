@@ -201,13 +201,13 @@ class TrainLoop:
                 self.loss_sum, self.loss_count = 0.0, 0  # train loss: the mean since the last evaluation
             self._save([f"epoch_{done}.pt", LATEST])
             if self.main:
-                for path in prune_checkpoints(self.run_dir, cfg.keep_checkpoints):
+                for path in prune_checkpoints(self.run_dir, cfg.keep_checkpoints, cfg.submit_epoch):
                     self.log.line(f"deleted {path.name} (keep_checkpoints={cfg.keep_checkpoints})")
         bar.close()
         self.log.close()
         if self.world > 1:
             dist.barrier()
-        return collect_result(self.run_dir)
+        return collect_result(self.run_dir, cfg.submit_epoch)
 
     def _sync_batch(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Report bad images (all processes agree on them), and cut every process's batch to the

@@ -123,13 +123,20 @@ class TrainResult:
 BEST_KEYS = (("val_map10_official", max), ("val_loss", min))
 
 
-def collect_result(run_dir: Path) -> TrainResult:
-    """Read a run directory back: best epoch by val map10_official, else val loss, else the last."""
+def collect_result(run_dir: Path, submit_epoch: int = 0) -> TrainResult:
+    """Read a run directory back, with the epoch to keep: `submit_epoch` when given (None until that
+    epoch is trained), else the best by val map10_official, else by val loss, else the last; of
+    equal scores the earliest."""
     run_dir = Path(run_dir)
     checkpoints = epoch_checkpoints(run_dir / "checkpoints")
     rows = read_metrics(run_dir / "metrics.jsonl")
     result = TrainResult(run_dir, checkpoints, rows)
     by_epoch = {int(EPOCH_FILE.search(p.name).group(1)): p for p in checkpoints}
+    if submit_epoch:
+        if submit_epoch in by_epoch:
+            result.best_epoch, result.best_by = submit_epoch, "submit_epoch"
+            result.best_checkpoint = by_epoch[submit_epoch]
+        return result
     for key, pick in BEST_KEYS:
         scored = [(r[key], r["epoch"]) for r in rows if r["epoch"] in by_epoch and r.get(key) is not None]
         if scored:
@@ -167,14 +174,16 @@ def check_gain(result: TrainResult, policy: str, resume_hint: str = "") -> str:
                  + (f": {resume_hint} ARGS=\"no_gain_over_zero_shot=warn\"" if resume_hint else ""))
 
 
-def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
-    """Delete epoch checkpoints but the `keep` newest and the best so far (a ViT-bigG checkpoint
-    with its optimizer state is ~30 GB); latest.pt is a link of its own and survives. Returns the
-    deleted files."""
+def prune_checkpoints(run_dir: Path, keep: int, submit_epoch: int = 0) -> list[Path]:
+    """Delete epoch checkpoints but the `keep` newest, the best so far and the one to submit (a
+    ViT-bigG checkpoint with its optimizer state is ~30 GB); latest.pt is a link of its own and
+    survives. Returns the deleted files."""
     if keep <= 0:
         return []
     result = collect_result(run_dir)
+    submitted = run_dir / "checkpoints" / f"epoch_{submit_epoch}.pt"
     kept = set(result.checkpoints[-keep:]) | ({result.best_checkpoint} if result.best_checkpoint else set())
+    kept |= {submitted} if submit_epoch else set()
     deleted = [p for p in result.checkpoints if p not in kept]
     for path in deleted:
         path.unlink()

@@ -1,12 +1,11 @@
-"""lib.augment.agreement: the completions against a truth table, and the reference's completions."""
+"""lib.augment.agreement: the completions against a truth table."""
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from lib.augment import agreement, attribute_augmentation
+from lib.augment import agreement
 from lib.data import labels
-from lib.eval.query_policy import strip_prefix
 from tests import FIXTURES
 
 FIELDS_ALL = ("colour", "brand", "type")
@@ -16,32 +15,6 @@ FIELDS_ALL = ("colour", "brand", "type")
 def real_vocab() -> labels.CarVocabulary:
     """The vocabulary of the real val labels: 11 colours, 65 brands, 6 types."""
     return labels.build_car_vocabulary(labels.read_labels(FIXTURES / "val_label.txt"))
-
-
-def _texts(caption, fields, vocab):
-    return [t for t, _ in attribute_augmentation.candidates(caption, vocab, fields)]
-
-
-def test_reference_completions_are_candidates(real_vocab):
-    """Every one of the reference's 3,371 completions is one of our candidates (all fields allowed)
-    and keeps the fields its caption had: same candidate space as the reference."""
-    ref = agreement.read_reference(FIXTURES / "a3r_val_car_captions.txt", real_vocab)
-    assert len(ref) == 3371 and ref[list(FIELDS_ALL)].notna().all().all()
-    assert ref.loc[ref["image"] == "nxyrwufnwj.jpg", ["brand", "type"]].values.tolist() == [
-        ["Balong Heavy Truck", "Truck"]]
-    by_caption = {}
-    for row in ref.itertuples():
-        if row.caption not in by_caption:
-            texts = _texts(row.caption, FIELDS_ALL, real_vocab)
-            by_caption[row.caption] = {strip_prefix(t) for t in texts}
-        assert row.augmented in by_caption[row.caption], row
-
-
-def test_read_reference_names_bad_line(tmp_path, real_vocab):
-    path = tmp_path / "ref.txt"
-    path.write_text("a.jpg$white Audi$This is a white Audi$white Audi Sedan\nb.jpg$white Audi$A white Audi\n")
-    with pytest.raises(labels.LabelError, match="ref.txt:2"):
-        agreement.read_reference(path, real_vocab)
 
 
 # --- checking the fills ---------------------------------------------------------------------------

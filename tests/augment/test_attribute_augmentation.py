@@ -187,7 +187,7 @@ def _run_dir(tmp_path):
     train.insert(0, "filepath", [str(data / n) for n in train["image"]])
     train["line"] = range(1, 5)
     train.to_csv(data / "train.csv", index=False)
-    train.to_csv(data / "val.csv", index=False)
+    train.assign(text=train["title"]).to_csv(data / "val.csv", index=False)  # val queries: `text`
     pd.DataFrame({"text": ["This is a red Audi Sedan."], "kind": ["car"], "line": [1]}).to_csv(
         data / "test_queries.csv", index=False)
     train[["filepath", "image"]].to_csv(data / "test_gallery.csv", index=False)
@@ -225,3 +225,48 @@ def test_augment_run_builds_model_once_and_is_deterministic(tmp_path, monkeypatc
     assert len(built) == 2 and off["title"].tolist() == off["original_title"].tolist()
 
 
+
+
+def test_the_reference_caption_form_is_colour_brand_type_without_prefix_or_period():
+    table = pd.DataFrame({"kind": ["car", "car", "car", "person"],
+                          "title": ["This is a white Audi Sedan.", "A Truck.", "An orange Honda SUV.",
+                                    "A male pedestrian."]})
+    vocab = labels.CarVocabulary(colours=("orange", "white"), brands=("Audi", "Honda"),
+                                 types=("SUV", "Sedan"))
+    out = augment.caption_form(table, vocab, "attributes", "title")
+    assert out["title"].tolist() == ["white Audi Sedan", "Truck", "orange Honda SUV", "A male pedestrian."]
+    assert augment.caption_form(table, vocab, "sentence", "title") is table
+
+
+def test_augment_run_as_the_reference_completes_val_in_its_form_on_unpadded_images(tmp_path, monkeypatch):
+    padded = []
+    monkeypatch.setattr(augment, "encode_images", lambda model, paths, pp, **kw: (
+        padded.append(kw["pad"]) or torch.nn.functional.normalize(torch.ones(len(paths), 4), dim=-1)))
+    monkeypatch.setattr(augment, "encode_texts", lambda model, tok, texts, **kw: (
+        torch.nn.functional.normalize(torch.ones(len(texts), 4), dim=-1)))
+    monkeypatch.setattr(augment, "model_from_config", lambda cfg: (object(), None, None))
+    cfg = config.load("competition", workers=0)  # the reference's steps
+    run = _run_dir(tmp_path)
+    train = augment.augment_run(cfg, run, progress=False)
+    val = pd.read_csv(run / "data" / "val_augmented.csv", keep_default_na=False)
+    assert padded == [False, False]  # train, then val: scored unpadded, as augment.py:130
+    # equal scores everywhere: the first candidate of each (types SUV, Sedan, Truck; colours orange, ...)
+    assert train["title"].tolist() == ["white Audi SUV", "orange Audi Truck", "red Audi Sedan",
+                                       "A male pedestrian."]
+    assert val["text"][0] == "white Audi SUV" and train["filled_brand"][1] == "Audi"  # brand filled too
+    assert val["original_text"][0] == "This is a white Audi."
+    augment.augment_run(cfg.replace(augment_val=False), run, progress=False)
+    assert not (run / "data" / "val_augmented.csv").exists()  # val as written again
+
+
+def test_augment_run_from_the_reference_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(augment, "model_from_config", lambda cfg: pytest.fail("no zero-shot pass"))
+    refs = tmp_path / "reference"
+    refs.mkdir()
+    (refs / "augmented_ViT-bigG-14_train_label.txt").write_text(
+        "aaaa.jpg$white Audi$This is a white Audi$white Audi SUV\nbbbb.jpg$Truck$A Truck$red Audi Truck\n")
+    cfg = config.load("competition", workers=0, augmented_labels=str(refs), augment_val=False)
+    train = augment.augment_run(cfg, _run_dir(tmp_path), progress=False)
+    assert train["title"].tolist() == ["white Audi SUV", "red Audi Truck", "red Audi Sedan",
+                                       "A male pedestrian."]
+    assert train["filled_type"].tolist()[:2] == ["SUV", ""] and train["filled_brand"][1] == "Audi"

@@ -231,3 +231,19 @@ def test_normalise_runs_on_the_batchs_device():
     on_gpu = split.normalise(batch.cuda())
     assert on_gpu.device.type == "cuda"
     torch.testing.assert_close(on_gpu.cpu(), split.normalise(batch))
+
+
+def test_unpadded_two_stage_is_open_clips_transform_alone_a_centre_crop():
+    """The reference's zero-shot augmentation: open_clip's val transform on the image as stored
+    (shortest side to the size, centre crop): a wide car loses its ends instead of gaining bars."""
+    img = np.zeros((20, 60, 3), dtype=np.uint8)
+    img[:, :10] = 255  # a white left end, cut away by the centre crop
+    unpadded = transforms.eval_two_stage(cfg(size=20), pad=False).to_uint8(img)
+    inner = open_clip.transform.image_transform_v2(cfg(size=20), is_train=False).transforms[:-2]
+    pil = Image.fromarray(img)
+    for step in inner:
+        pil = step(pil)
+    assert torch.equal(unpadded, torch.from_numpy(np.array(pil)).permute(2, 0, 1))
+    assert unpadded.shape == (3, 20, 20) and int(unpadded.max()) == 0  # only the dark middle is left
+    padded = transforms.eval_two_stage(cfg(size=20)).to_uint8(img)
+    assert int(padded.max()) == 255  # the whole car, shrunk, between bars

@@ -4,6 +4,7 @@ import json
 import pytest
 
 from lib import config
+from lib.errors import KitError
 from lib.eval import infer
 from lib.eval.metrics import MetricsError
 from lib.files import sha256_file
@@ -24,7 +25,10 @@ def test_checkpoint_choice_explicit_then_soup_then_best_then_pretrained(tmp_path
     assert infer.choose_checkpoint(tmp_path) == str(ckpts / "epoch_2.pt")
     assert infer.choose_checkpoint(tmp_path, soup="greedy") == str(ckpts / "soup.pt")
     assert infer.choose_checkpoint(tmp_path, "other.pt", soup="greedy") == "other.pt"
-
+    # a fixed epoch, as the reference submitted epoch 5: that one, whatever val says
+    assert infer.choose_checkpoint(tmp_path, submit_epoch=3) == str(ckpts / "epoch_3.pt")
+    with pytest.raises(KitError, match="no checkpoint of submit_epoch=5 .*epoch_1.pt, epoch_2.pt"):
+        infer.choose_checkpoint(tmp_path, submit_epoch=5)  # never the pretrained weights in its place
 
 def test_model_identity_is_the_weights_digest_or_the_tag(tmp_path):
     weights = tmp_path / "w.pt"

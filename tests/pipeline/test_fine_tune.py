@@ -33,7 +33,7 @@ def test_torchrun_starts_every_process_here(tmp_path, monkeypatch):
         return subprocess.CompletedProcess(cmd, 0)
 
     monkeypatch.setattr(launch.subprocess, "run", fake_run)
-    monkeypatch.setattr(launch, "collect_result", lambda run_dir: TrainResult(run_dir, []))
+    monkeypatch.setattr(launch, "collect_result", lambda run_dir, submit_epoch=0: TrainResult(run_dir, []))
     fine_tune.fine_tune(tiny_cfg(tmp_path), tmp_path / "run", processes=2)
     cmd = seen["cmd"]
     assert cmd[cmd.index("-m", cmd.index("--nproc_per_node=2")) + 1] == "lib.pipeline.fine_tune"

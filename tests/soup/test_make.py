@@ -254,3 +254,22 @@ def test_wise_on_the_smoke_run_scores_as_04_infer_does(smoke_notebook, smoke_wor
     assert scores["checkpoint"] == SOUP
     assert scores["val"]["map10_official"] == pytest.approx(last[VAL_KEY], abs=1e-6)
     assert scores["test_A"]["map10_official"] == pytest.approx(last[A_KEY], abs=1e-6)
+
+
+def test_a_greedy_soup_across_runs_names_each_ingredients_run(tmp_path):
+    """As the reference mixed epochs of two runs: this run's epochs 1 and 2, the other's 3 and 4;
+    alone 0.30, 0.50 | 0.40, 0.45; order 2, other/4, other/3, 1."""
+    f = frozenset
+    _, other = make_run(tmp_path / "b", {3: micro_state(0, SCALES[3]), 4: micro_state(0, SCALES[4])})
+    cfg, run_dir = make_run(tmp_path / "a", {1: micro_state(0, SCALES[1]), 2: micro_state(0, SCALES[2])},
+                            soup="greedy", soup_runs=[str(other)])
+    table = {f({1}): 0.30, f({2}): 0.50, f({3}): 0.40, f({4}): 0.45,
+             f({2, 4}): 0.51, f({2, 3, 4}): 0.49, f({1, 2, 4}): 0.52}
+    result = soup.make_soup(cfg, run_dir, scorer=table_scorer(table), progress=False)
+    assert [i.name for i in result.ingredients] == ["epoch_2.pt", "run/epoch_4.pt", "epoch_1.pt"]
+    record = json.loads((run_dir / SOUP_JSON).read_text())
+    assert record["ingredients"][1] == {"file": "epoch_4.pt", "run": "run", "epoch": 4,
+                                        "sha256": sha256_file(other / "checkpoints" / "epoch_4.pt")}
+    assert float(soup_weights(run_dir)["logit_scale"]) == pytest.approx((2 + 8 + 1) / 3)
+    with pytest.raises(soup.SoupError, match="soup_runs is for uniform and greedy"):
+        soup.make_soup(cfg.replace(soup="wise"), run_dir, scorer=table_scorer(table), foundation={})
