@@ -141,11 +141,18 @@ def per_query_table(split: str, ranked: list[list[str]], relevant: list[set[str]
 
 def write_scores(run_dir: Path, result: Inference) -> Path:
     """scores.json (val, and on the demo test, test_A, test_B) and per_query.csv."""
-    data = {"checkpoint": Path(result.checkpoint).name if result.checkpoint else "pretrained",
-            "val": scoring.flat_metrics(result.val_scores, prefix="")}
+    tables = {"val": result.val_scores}
     if result.test_scores is not None:
-        data["test"] = scoring.flat_metrics(result.test_scores, prefix="")
-    for board, table in result.board_scores.items():
-        data[f"test_{board}"] = scoring.flat_metrics(table, prefix="")
-    write_table(result.per_query, run_dir / PER_QUERY_FILE)
-    return atomic_write_text(run_dir / SCORES_FILE, json.dumps(data, indent=1, sort_keys=True) + "\n")
+        tables["test"] = result.test_scores
+    tables.update({f"test_{board}": table for board, table in result.board_scores.items()})
+    return write_scores_tables(run_dir, Path(result.checkpoint).name if result.checkpoint else "pretrained",
+                               tables, [result.per_query])
+
+
+def write_scores_tables(run_dir: Path, checkpoint: str, tables: dict[str, pd.DataFrame],
+                        per_query: list[pd.DataFrame]) -> Path:
+    """scores.json from score tables by split ("val", "test", "test_A", ...) and per_query.csv."""
+    data = {"checkpoint": checkpoint, **{split: scoring.flat_metrics(table, prefix="")
+                                         for split, table in tables.items()}}
+    write_table(pd.concat(per_query, ignore_index=True), Path(run_dir) / PER_QUERY_FILE)
+    return atomic_write_text(Path(run_dir) / SCORES_FILE, json.dumps(data, indent=1, sort_keys=True) + "\n")

@@ -1,19 +1,24 @@
 """The ablation and the choices, measured as the competition chose: on val and board A, over seeds.
 
-    python -m tools.study.ablation --run runs/<name> [--seeds 0 1 2] [--label ablation] [--only ROW,...]
+    python -m tools.study.ablation --run runs/demo/<name> [--seeds 0 1 2] [--label ablation]
+                                   [--only ROW,...] [--publish docs/tables]
 
-Every row is three fine-tunings (seeds 0, 1, 2) of the same prepared data (the base run's), or,
-for a row that changes only what happens after training (a soup, re-ranking, the query policy),
-the default's three trained seeds scored again. Each row gives val, test A and test B official
-mAP@10 as mean ± std over the seeds, and its change against a reference row with the paired
-bootstrap interval over the queries (each query's AP averaged over the seeds first). The chain
+Every row is a fine-tuning per seed of the same prepared data (the base run's), or, for a row that
+changes only what happens after training (a soup, re-ranking, the query policy, the epoch kept, an
+ensemble), the default's trained seeds scored again. Each row gives val, test A and test B
+official mAP@10 as mean ± std over the seeds, and its change against a reference row with a 95 %
+interval that holds both the spread between seeds and between queries (lib.eval.paired: the
+seeds and the queries resampled), and the smallest change the design would detect (MDE). The chain
 (zero-shot → fine-tuned → + attribute augmentation → + jitter → + soup → + re-ranking) compares each
-row with the one before; the choices compare with the default. B is reported, never used to
-choose. Resumable: a seed that has its scores is not run again. Writes <run>-<label>.csv and .md.
+row with the one before; the choices compare with the default. B is reported, never used to choose.
+Resumable: a seed that has its scores is not run again. Writes <run>-<label>.csv, .md, -seeds.csv
+and -per-query.csv.gz beside the run; --publish copies them into a folder (docs/tables/: the
+tables the results page shows and a test checks).
 """
 from __future__ import annotations
 
 import argparse
+import gzip
 import os
 import shutil
 import sys
@@ -31,7 +36,9 @@ from lib.config import Config
 from lib.errors import KitError
 from lib.eval.infer import PER_QUERY_FILE, SCORES_FILE, infer
 from lib.eval.paired import paired_difference
+from lib.files import atomic_write_bytes, atomic_write_text
 from lib.soup.make import make_soup
+from tools.study.ensemble import score_ensemble
 from tools.study.seed_study import ZERO_SHOT, run_study
 
 DEFAULT = "default"
@@ -46,6 +53,7 @@ class Row:
     overrides: dict[str, Any] = field(default_factory=dict)
     trains: bool = True  # False: the default's trained seeds, scored again with the overrides
     against: str = DEFAULT
+    ensemble: bool = False  # the default's seeds fused into one ranking (tools.study.ensemble)
 
 
 CHAIN = (
@@ -58,15 +66,25 @@ CHAIN = (
     Row("+ greedy soup", {"soup": "greedy"}, trains=False),
     Row("+ A3R re-ranking", {"rerank": "a3r"}, trains=False),
 )
+REFERENCE_STEPS = {"car_caption_form": "attributes", "attribute_fields": ["colour", "brand", "type"],
+                   "augment_padded_images": False, "augment_val": True, "submit_epoch": 5}
 CHOICES = (
     Row("lr 1e-4", {"lr": 1e-4}),
     Row("uniform soup", {"soup": "uniform"}, trains=False),
     Row("WiSE-FT (alpha on the grid)", {"soup": "wise"}, trains=False),
+    Row("ensemble of the seeds", trains=False, ensemble=True),
     Row("query policy none", {"query_policy": "none"}, trains=False),
     Row("query policy surveillance", {"query_policy": "surveillance"}, trains=False),
     Row("category-aware retrieval", {"category_aware": True}, trains=False),
     Row("aQE re-ranking", {"rerank": "aqe"}, trains=False),
     Row("k-reciprocal re-ranking", {"rerank": "kreciprocal"}, trains=False),
+    # the reference's steps, one at a time and together (docs/reference.md)
+    Row("training captions colour brand type", {"car_caption_form": "attributes"}),
+    Row("brand filled too", {"attribute_fields": ["colour", "brand", "type"]}),
+    Row("augmentation on unpadded images", {"augment_padded_images": False}),
+    Row("val captions completed", {"augment_val": True}),
+    Row("epoch 5 submitted", {"submit_epoch": 5}, trains=False),
+    Row("the reference's steps", REFERENCE_STEPS),
 )
 ROWS = {row.name: row for row in CHAIN + CHOICES}
 
@@ -77,7 +95,7 @@ def _slug(name: str) -> str:
 
 def run_rows(base_cfg: Config, base_run: Path, rows: Sequence[Row], seeds: Sequence[int], label: str,
              progress: bool = True, log: Callable[[str], None] = print) -> dict[str, list[Path]]:
-    """Every row's scored run folders (one per seed; the zero-shot row has one)."""
+    """Every row's scored run folders (one per seed; the zero-shot row and an ensemble have one)."""
     root = base_cfg.path("runs_root")
     folders: dict[str, list[Path]] = {}
     default_runs = [root / f"{base_run.name}-{label}-{DEFAULT}-seed{s}" for s in seeds]
@@ -86,6 +104,9 @@ def run_rows(base_cfg: Config, base_run: Path, rows: Sequence[Row], seeds: Seque
         if row.name == ZERO_SHOT:
             folders[row.name] = [root / f"{base_run.name}-{ZERO_SHOT}"]
             run_study(cfg, base_run, [], label, progress=progress, log=log)  # scores the zero-shot run only
+        elif row.ensemble:
+            fused = root / f"{base_run.name}-{label}-ensemble"
+            folders[row.name] = [_ensemble(cfg, default_runs, fused, log)]
         elif row.trains:
             run_study(cfg, base_run, seeds, f"{label}-{_slug(row.name)}", progress=progress, log=log)
             folders[row.name] = [root / f"{base_run.name}-{label}-{_slug(row.name)}-seed{s}" for s in seeds]
@@ -93,6 +114,17 @@ def run_rows(base_cfg: Config, base_run: Path, rows: Sequence[Row], seeds: Seque
             folders[row.name] = [_rescore(cfg, trained, label, row, progress, log)
                                  for trained in default_runs]
     return folders
+
+
+def _ensemble(cfg: Config, members: list[Path], out: Path, log: Callable[[str], None]) -> Path:
+    if (out / SCORES_FILE).is_file():
+        return out
+    missing = [m for m in members if not (m / SCORES_FILE).is_file()]
+    if missing:
+        raise KitError(f"{missing[0]} has no scores: the default row must run first")
+    log(f"[ensemble] fusing {len(members)} seeds -> {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    return score_ensemble(cfg, members, out)
 
 
 def _rescore(cfg: Config, trained: Path, label: str, row: Row, progress: bool, log) -> Path:
@@ -115,55 +147,96 @@ def _rescore(cfg: Config, trained: Path, label: str, row: Row, progress: bool, l
     return out
 
 
-def _per_query(folders: list[Path]) -> pd.DataFrame:
-    """Each query's official AP averaged over the seeds (split, board, query as the index)."""
-    tables = [pd.read_csv(f / PER_QUERY_FILE, keep_default_na=False).set_index(["split", "board", "query"])
-              for f in folders]
-    return sum(t["ap_official"] for t in tables) / len(tables)
+def per_query(folders: dict[str, list[Path]]) -> pd.DataFrame:
+    """Every row's and seed's official AP by query: row, seed (0.. in the row's order), split, board,
+    query, ap (what the intervals are computed from; the published -per-query.csv.gz)."""
+    frames = []
+    for row, paths in folders.items():
+        for index, path in enumerate(paths):
+            table = pd.read_csv(path / PER_QUERY_FILE, keep_default_na=False)
+            frames.append(pd.DataFrame({"row": row, "seed": index, "split": table["split"],
+                                        "board": table["board"], "query": table["query"],
+                                        "ap": table["ap_official"].round(6)}))
+    return pd.concat(frames, ignore_index=True)
 
 
-def _board(ap: pd.Series, split: str, board: str) -> np.ndarray:
-    picked = ap.xs(split, level="split")
-    return picked.xs(board, level="board").to_numpy() if board else picked.to_numpy()
+def _matrix(aps: pd.DataFrame, row: str, split: str, board: str) -> np.ndarray:
+    """seeds x queries official AP of a row on a split (and board)."""
+    picked = aps[(aps["row"] == row) & (aps["split"] == split)]
+    if board:
+        picked = picked[picked["board"] == board]
+    return picked.pivot(index="seed", columns="query", values="ap").to_numpy()
 
 
-def table(rows: Sequence[Row], folders: dict[str, list[Path]]) -> pd.DataFrame:
-    """One line a row: mean ± std of val, A and B over the seeds; the change against its reference."""
-    aps = {name: _per_query(paths) for name, paths in folders.items()}
+def table(rows: Sequence[Row], aps: pd.DataFrame) -> pd.DataFrame:
+    """One line a row: mean ± std of val, A and B over the seeds; the change against its reference
+    with its seed-and-query interval and MDE (lib.eval.paired)."""
     lines = []
+    present = set(aps["row"])
     for row in rows:
-        line: dict[str, Any] = {"row": row.name, "seeds": len(folders[row.name]),
+        seeds = int(aps.loc[aps["row"] == row.name, "seed"].nunique())
+        line: dict[str, Any] = {"row": row.name, "seeds": seeds,
                                 "against": row.against if row.name != DEFAULT or row.against else ""}
         for column, split, board in BOARDS:
-            per_seed = [_board(_per_query([f]), split, board).mean() for f in folders[row.name]]
+            per_seed = _matrix(aps, row.name, split, board).mean(axis=1)
             line[f"{column}_mean"] = float(np.mean(per_seed))
             line[f"{column}_std"] = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else float("nan")
-            if row.against and row.against in aps:
-                diff = paired_difference(_board(aps[row.against], split, board),
-                                         _board(aps[row.name], split, board))
-                line[f"{column}_delta"], line[f"{column}_low"], line[f"{column}_high"] = (
-                    diff.delta, diff.low, diff.high)
+            if row.against and row.against in present:
+                diff = paired_difference(_matrix(aps, row.against, split, board),
+                                         _matrix(aps, row.name, split, board))
+                line.update({f"{column}_delta": diff.delta, f"{column}_low": diff.low,
+                             f"{column}_high": diff.high, f"{column}_mde": diff.mde})
         lines.append(line)
     return pd.DataFrame(lines)
 
 
+def seed_table(aps: pd.DataFrame) -> pd.DataFrame:
+    """Each row's and seed's val, A and B official mAP@10 (the published -seeds.csv)."""
+    out = []
+    for (row, seed), group in aps.groupby(["row", "seed"], sort=False):
+        line = {"row": row, "seed": seed}
+        for column, split, board in BOARDS:
+            picked = group[group["split"] == split]
+            line[column] = float((picked[picked["board"] == board] if board else picked)["ap"].mean())
+        out.append(line)
+    return pd.DataFrame(out)
+
+
 def markdown(frame: pd.DataFrame) -> str:
-    """The results page's table: mean ± std, and Δ [95 % interval] against the row named."""
-    out = ["| row | val | A | B | Δ val | Δ A | Δ B | against |", "|---|---|---|---|---|---|---|---|"]
+    """The results page's table: mean ± std, Δ [95 % interval over seeds and queries] against the
+    row named, and the smallest Δ the design detects on val and A (MDE)."""
+    out = ["| row | val | A | B | Δ val | Δ A | Δ B | MDE val / A | against |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for line in frame.to_dict("records"):
         cells = [f"{line[f'{c}_mean']:.3f}" + (f" ± {line[f'{c}_std']:.3f}" if line["seeds"] > 1 else "")
                  for c, _, _ in BOARDS]
         deltas = [f"{line[f'{c}_delta']:+.3f} [{line[f'{c}_low']:+.3f}, {line[f'{c}_high']:+.3f}]"
                   if pd.notna(line.get(f"{c}_delta")) else "" for c, _, _ in BOARDS]
-        out.append(f"| {line['row']} | " + " | ".join(cells + deltas) + f" | {line['against']} |")
+        mde = (f"{line['val_mde']:.3f} / {line['A_mde']:.3f}" if pd.notna(line.get("val_mde")) else "")
+        out.append(f"| {line['row']} | " + " | ".join(cells + deltas + [mde]) + f" | {line['against']} |")
     return "\n".join(out)
 
 
-def table_paths(runs_root: Path, run_name: str, label: str) -> tuple[Path, Path]:
-    """<runs_root>/<run>-<label>.csv and .md, appended to the name: a run's name holds dots
-    (lr0.0003), which Path.with_suffix would take for a suffix and cut."""
+def table_paths(folder: Path, run_name: str, label: str) -> dict[str, Path]:
+    """<folder>/<run>-<label>.csv, .md, -seeds.csv and -per-query.csv.gz, appended to the name: a run's
+    name holds dots (lr0.0003), which Path.with_suffix would take for a suffix and cut."""
     stem = f"{run_name}-{label}"
-    return runs_root / f"{stem}.csv", runs_root / f"{stem}.md"
+    return {"csv": folder / f"{stem}.csv", "md": folder / f"{stem}.md", "seeds": folder / f"{stem}-seeds.csv",
+            "per_query": folder / f"{stem}-per-query.csv.gz"}
+
+
+def write_tables(rows: Sequence[Row], aps: pd.DataFrame, paths: dict[str, Path]) -> str:
+    """The four files (the gzip without a time stamp: the same tables, the same bytes); the Markdown."""
+    frame = table(rows, aps)
+    paths["csv"].parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(paths["csv"], frame.to_csv(index=False, float_format="%.4f", lineterminator="\n"))
+    atomic_write_text(paths["seeds"], seed_table(aps).to_csv(index=False, float_format="%.4f",
+                                                             lineterminator="\n"))
+    data = aps.to_csv(index=False, lineterminator="\n").encode("utf-8")
+    atomic_write_bytes(paths["per_query"], gzip.compress(data, mtime=0))
+    text = markdown(frame)
+    atomic_write_text(paths["md"], text + "\n")
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--label", default="ablation")
     parser.add_argument("--only", default="", help="comma-separated row names (default: every row)")
+    parser.add_argument("--publish", type=Path, default=None, metavar="FOLDER",
+                        help="also write the tables there (docs/tables: the results page shows them)")
+    parser.add_argument("--name", default="", help="the tables' name instead of the run's (e.g. world0)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -188,13 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     except KitError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    frame = table(rows, folders)
-    csv_path, md_path = table_paths(base_cfg.path("runs_root"), base_run.name, args.label)
-    frame.to_csv(csv_path, index=False, float_format="%.4f")
-    text = markdown(frame)
-    md_path.write_text(text + "\n", encoding="utf-8")
+    aps = per_query(folders)
+    for folder in [base_cfg.path("runs_root"), *([args.publish] if args.publish else [])]:
+        paths = table_paths(Path(folder), args.name or base_run.name, args.label)
+        text = write_tables(rows, aps, paths)
+        print(f"tables: {', '.join(str(p) for p in paths.values())}")
     print(text)
-    print(f"tables: {csv_path}, {md_path}")
     return 0
 
 

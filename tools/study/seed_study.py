@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from lib import config as config_mod
-from lib import runs
+from lib import runs, steps
 from lib.augment.attribute_augmentation import augment_run
 from lib.config import Config
 from lib.errors import KitError
@@ -62,8 +62,8 @@ def _prepared_copy(base_run: Path, run_dir: Path, cfg: Config) -> None:
     shutil.copytree(base_run / "data", run_dir / "data", dirs_exist_ok=True)
     runs.write_params(cfg, run_dir)
     base = runs.read_params(base_run)
-    captions = (base.attribute_augmentation, base.attribute_fields)
-    if captions != (cfg.attribute_augmentation, cfg.attribute_fields):
+    captions = [key for key, step in steps.AFFECTS.items() if step == "02_augment"]
+    if any(getattr(base, key) != getattr(cfg, key) for key in captions):
         augment_run(cfg, run_dir, progress=False)  # the captions this recipe trains on, not the base run's
 
 

@@ -29,13 +29,33 @@ def test_means_stds_and_paired_changes(tmp_path):
     folders = {DEFAULT: [fake_run(tmp_path / f"d{s}", base_val + 0.01 * s, base_test) for s in range(3)],
                "better": [fake_run(tmp_path / f"b{s}", base_val + 0.2, base_test + 0.2) for s in range(3)]}
     rows = [Row(DEFAULT, against=""), Row("better")]
-    frame = ablation.table(rows, folders).set_index("row")
+    aps = ablation.per_query(folders)
+    frame = ablation.table(rows, aps).set_index("row")
     assert frame.loc[DEFAULT, "val_mean"] == pytest.approx(base_val.mean() + 0.01)
     assert frame.loc[DEFAULT, "val_std"] == pytest.approx(0.01)
     assert frame.loc["better", "val_delta"] == pytest.approx(0.19)  # against the default's seed mean
     assert frame.loc["better", "A_low"] > 0.15 and frame.loc["better", "B_delta"] == pytest.approx(0.2)
+    # the seeds differ by 0.01 on val: resampled, the change moves by up to 0.02 beyond the queries'
+    assert frame.loc["better", "val_high"] - frame.loc["better", "val_low"] > 0.01
+    assert frame.loc["better", "val_mde"] > 0 and np.isnan(frame.loc[DEFAULT, "val_delta"])
     text = ablation.markdown(frame.reset_index())
     assert "| better | " in text and "+0.190 [" in text and text.count("\n") == 3
+    seeds = ablation.seed_table(aps).set_index(["row", "seed"])
+    assert seeds.loc[(DEFAULT, 2), "val"] == pytest.approx(base_val.mean() + 0.02)
+
+
+def test_the_published_tables_are_the_same_bytes_from_the_same_scores(tmp_path):
+    rng = np.random.default_rng(1)
+    folders = {DEFAULT: [fake_run(tmp_path / f"d{s}", rng.uniform(0, 1, 20), rng.uniform(0, 1, 20))
+                         for s in range(2)]}
+    aps = ablation.per_query(folders)
+    first = ablation.table_paths(tmp_path / "a", "world0", "ablation")
+    second = ablation.table_paths(tmp_path / "b", "world0", "ablation")
+    rows = [Row(DEFAULT, against="")]
+    assert ablation.write_tables(rows, aps, first) == ablation.write_tables(rows, aps, second)
+    assert all(first[k].read_bytes() == second[k].read_bytes() for k in first)
+    back = pd.read_csv(first["per_query"])
+    assert len(back) == 2 * 40 and set(back.columns) == {"row", "seed", "split", "board", "query", "ap"}
 
 
 def test_every_reference_is_a_row_and_the_chain_starts_at_zero_shot():
@@ -47,8 +67,8 @@ def test_every_reference_is_a_row_and_the_chain_starts_at_zero_shot():
 
 def test_the_tables_are_named_after_the_whole_run_name_dots_included(tmp_path):
     run = "2026_12_02-10_54_32-kit-tiny-vit-lr0.0003-b64"
-    csv_path, md_path = ablation.table_paths(tmp_path, run, "ablation")
-    assert csv_path == tmp_path / f"{run}-ablation.csv" and md_path == tmp_path / f"{run}-ablation.md"
+    paths = ablation.table_paths(tmp_path, run, "ablation")
+    assert paths["csv"] == tmp_path / f"{run}-ablation.csv" and paths["md"] == tmp_path / f"{run}-ablation.md"
 
 
 @pytest.mark.slow
@@ -57,7 +77,7 @@ def test_rows_on_the_smoke_run(smoke_notebook, smoke_workspace):
     """The default row's seed 0 is the pipeline's own run; a scoring-only row reuses its checkpoints."""
     base = smoke_notebook("04_infer").parent
     rows = [ablation.ROWS[ablation.ZERO_SHOT], Row(DEFAULT, against=ablation.ZERO_SHOT),
-            ablation.ROWS["query policy none"]]
+            ablation.ROWS["query policy none"], ablation.ROWS["ensemble of the seeds"]]
     lines = []
     folders = ablation.run_rows(runs.read_params(base), base, rows, [0], "t", progress=False,
                                 log=lines.append)
@@ -68,5 +88,8 @@ def test_rows_on_the_smoke_run(smoke_notebook, smoke_workspace):
     assert runs.read_params(rescored).query_policy == "none" and (rescored / "checkpoints").is_dir()
     assert (rescored / "checkpoints" / "epoch_1.pt").stat().st_ino == (
         default / "checkpoints" / "epoch_1.pt").stat().st_ino  # hard links, not copies
-    frame = ablation.table(rows, folders).set_index("row")
+    frame = ablation.table(rows, ablation.per_query(folders)).set_index("row")
     assert frame.loc[DEFAULT, "seeds"] == 1 and not np.isnan(frame.loc[DEFAULT, "val_delta"])
+    # an ensemble of one seed is that seed: the same rankings, a change of exactly 0 everywhere
+    ensemble = frame.loc["ensemble of the seeds"]
+    assert (ensemble["val_delta"], ensemble["A_delta"], ensemble["B_delta"]) == (0.0, 0.0, 0.0)
