@@ -35,7 +35,7 @@ OUTPUTS = {  # what each step writes into the run (globs, relative to it), besid
                    "data/vocabulary.json", "data/val_gt.txt"),
     "02_augment": ("data/train_augmented.csv", "data/val_augmented.csv"),
     "03_train": ("metrics.jsonl", "checkpoints/epoch_*.pt", "checkpoints/soup.pt", "soup.json"),
-    "04_infer": ("submission.json", "scores.json", "per_query.csv"),
+    "04_infer": ("submission.json", "scores.json", "per_query.csv", "rescore.csv"),
 }
 PIPELINE_ENV = "KIT_PIPELINE"  # set by the pipeline for the kernels it starts: a notebook not run by hand
 

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from lib.config import Config
-from lib.data.prepare import Prepared, image_paths, load_prepared
+from lib.data.prepare import Prepared, image_paths, load_prepared, write_table
 from lib.data.relevance import relevance_sets
 from lib.eval import infer, retrieval, scoring
 from lib.eval.boards import split_boards
@@ -31,6 +31,7 @@ from lib.model.factory import model_from_config
 from lib.paths import resolve
 
 FIRST_STAGE = "first stage"
+RESCORE_FILE = "rescore.csv"  # the run's side-by-side: each setting's scores and change (Rescored.summary)
 ABLATION: dict[str, dict[str, Any]] = {
     "a3r": {"rerank": "a3r"},
     "a3r quantified": {"rerank": "a3r", "a3r_reciprocal": "quantified"},
@@ -87,6 +88,13 @@ class Rescored:
                                  "delta": diff.delta, "low": diff.low, "high": diff.high,
                                  "noise": diff.is_noise})
         return pd.DataFrame(rows).set_index(["variant", "split"])
+
+    def summary(self) -> pd.DataFrame:
+        """variant, split, official mAP@10 and the change from the first stage with its interval: what
+        `rescore` writes to the run's rescore.csv (the record's re-ranking table, docs/reranking.md)."""
+        scores = self.side_by_side().stack().rename("map10_official").reset_index()
+        changes = self.against_first_stage()[["delta", "low", "high"]].reset_index()
+        return scores.merge(changes, on=["variant", "split"], how="left")
 
     def most_changed(self, variant: str, split: str, n: int = 2, ap: str = "ap_official") -> list[int]:
         """The n queries whose AP `variant` raised most over the first stage, then the n it lowered
@@ -185,4 +193,6 @@ def rescore(cfg: Config, run_dir: Path, result: infer.Inference,
                 workers=cfg.workers, precision=cfg.precision, progress=progress, flip=True)
             if names != split.gallery_names:
                 raise ValueError(f"{split.name}: the mirrored gallery's names differ from the run's gallery")
-    return rescore_splits(cfg, [split for split, _ in splits], variants)
+    rescored = rescore_splits(cfg, [split for split, _ in splits], variants)
+    write_table(rescored.summary(), Path(run_dir) / RESCORE_FILE)
+    return rescored

@@ -179,10 +179,11 @@ def promote_run(run_dir: str | Path, log: Log = print) -> Path:
             os.replace(old, record)
         log(f"the record is unchanged; the one that failed its review is kept in {portable(failed)}")
         raise
-    figures.update_page(REPO_ROOT / figures.RESULTS_PAGE, record)
+    figures.update_pages(REPO_ROOT, record)
     if old.exists():
         shutil.rmtree(old)
-    log(f"promoted {portable(run_dir)} -> {portable(record)} (figures: {figures.RESULTS_PAGE})")
+    pages = ", ".join(str(page) for page, *_ in figures.PAGES)
+    log(f"promoted {portable(run_dir)} -> {portable(record)} (its figures: {pages})")
     return record
 
 

@@ -1,9 +1,10 @@
-"""The results page's figures of the record, written from the record's own files, never by hand.
+"""The docs' figures of the record, written from the record's own files, never by hand.
 
-`make promote` rewrites the block between RECORD_BEGIN and RECORD_END in docs/results.md from
-best-result-review/ (scores.json, metrics.jsonl, params.yaml, attribute_agreement.csv), and a test
-checks that the committed page holds exactly what the committed record says: a figure cannot go
-stale without the suite failing.
+`make promote` rewrites two blocks from best-result-review/: the record's scores, curve and fills in
+docs/results.md (scores.json, metrics.jsonl, params.yaml, attribute_agreement.csv), and the
+first stage against the re-rankers in docs/reranking.md (rescore.csv, what 04_infer's side-by-side
+wrote). A test checks that the committed pages hold exactly what the committed record says: a
+figure cannot go stale without the suite failing.
 """
 from __future__ import annotations
 
@@ -15,10 +16,14 @@ import pandas as pd
 from lib import config as config_mod
 from lib.augment.agreement import ACCURACY_FILE
 from lib.errors import KitError
+from lib.eval.rescore import FIRST_STAGE, RESCORE_FILE
 from lib.files import atomic_write_text
 
 RECORD_BEGIN = "<!-- record: written by make promote from best-result-review/; do not edit -->"
 RECORD_END = "<!-- /record -->"
+RERANK_BEGIN = ("<!-- rerank: written by make promote from best-result-review/rescore.csv; "
+                "do not edit -->")
+RERANK_END = "<!-- /rerank -->"
 AGREEMENT_FILE = ACCURACY_FILE  # 02's fills against the demo generator's truth
 SPLITS = (("val", "val"), ("test_A", "test A"), ("test_B", "test B"), ("test", "test (A + B)"))
 
@@ -34,11 +39,13 @@ def block(review_dir: Path) -> str:
     cfg = config_mod.load_saved(review_dir / "params.yaml")
     provenance = config_mod.read_yaml(review_dir / "params.yaml").get(config_mod.PROVENANCE_KEY, {})
     epoch = int(scores["checkpoint"].removeprefix("epoch_").removesuffix(".pt"))
+    kept = f"epoch {epoch} kept (submit_epoch)" if cfg.submit_epoch else f"the best val epoch kept ({epoch})"
+    commit = provenance.get("git_sha", "unknown")[:12]
     zero = rows[0]
     lines = [RECORD_BEGIN,
              f"The record: `{cfg.model}` fine-tuned at lr {cfg.lr:g}, batch {cfg.batch_size}, seed "
-             f"{cfg.seed}, {cfg.stop_epoch} of {cfg.schedule_epochs} cosine epochs, the best val epoch kept "
-             f"({epoch}); made by commit `{provenance.get('git_sha', 'unknown')[:12]}`. "
+             f"{cfg.seed}, {cfg.stop_epoch} of {cfg.schedule_epochs} cosine epochs, {kept}; made by commit "
+             f"`{commit}`. "
              "mAP@10 official / standard:",
              "",
              "| | " + " | ".join(label for split, label in SPLITS if split in scores) + " |",
@@ -60,14 +67,49 @@ def block(review_dir: Path) -> str:
     return "\n".join([*lines, RECORD_END])
 
 
-RESULTS_PAGE = Path("docs") / "results.md"  # relative to the repository root
+RERANK_NAMES = {"a3r": "`a3r` (embedded)", "a3r quantified": "`a3r`, quantified",
+                "a3r without flip": "`a3r` without flip",
+                "a3r without adapted query": "`a3r` without adapted query",
+                "a3r adapted query only": "`a3r`, adapted query only (no reciprocity)", "aqe": "`aqe`",
+                "k-reciprocal": "`kreciprocal`"}
 
 
-def update_page(readme: Path, review_dir: Path) -> Path:
-    """Put the record's block into the page between its markers."""
-    text = readme.read_text(encoding="utf-8")
-    start, end = text.find(RECORD_BEGIN), text.find(RECORD_END)
-    if start < 0 or end < start:
-        raise KitError(f"{readme} has no record block ({RECORD_BEGIN} ... {RECORD_END}): add the two markers "
-                       "where the record's figures belong")
-    return atomic_write_text(readme, text[:start] + block(review_dir) + text[end + len(RECORD_END):])
+def _signed(value: float) -> str:
+    return f"{value:+.3f}".replace("-", "−")
+
+
+def rerank_block(review_dir: Path) -> str:
+    """The markdown docs/reranking.md carries: each setting's val, A and B official mAP@10 and its
+    change from the first stage with the 95 % paired interval (one model: over the queries)."""
+    table = pd.read_csv(review_dir / RESCORE_FILE).set_index(["variant", "split"])
+    lines = [RERANK_BEGIN, "| setting | val | test A | test B | Δ val | Δ A | Δ B |",
+             "|---|---|---|---|---|---|---|"]
+    for variant in dict.fromkeys(table.index.get_level_values("variant")):
+        splits = ("val", "test_A", "test_B")
+        cells = [f"{table.loc[(variant, s), 'map10_official']:.3f}" for s in splits]
+        changes = (" | ".join(f"{_signed(row.delta)} [{_signed(row.low)}, {_signed(row.high)}]"
+                              for row in (table.loc[(variant, s)] for s in splits))
+                   if variant != FIRST_STAGE else "| |")  # the first stage: three empty cells
+        lines.append(f"| {RERANK_NAMES.get(variant, variant)} | " + " | ".join(cells) + f" | {changes} |")
+    return "\n".join([*lines, RERANK_END])
+
+
+PAGES = ((Path("docs") / "results.md", RECORD_BEGIN, RECORD_END, block),
+         (Path("docs") / "reranking.md", RERANK_BEGIN, RERANK_END, rerank_block))
+
+
+def update_page(page: Path, review_dir: Path, begin: str = RECORD_BEGIN, end: str = RECORD_END,
+                render=block) -> Path:
+    """Put a block rendered from the record into the page between its markers."""
+    text = page.read_text(encoding="utf-8")
+    start, stop = text.find(begin), text.find(end)
+    if start < 0 or stop < start:
+        raise KitError(f"{page} has no block {begin} ... {end}: add the two markers where the record's "
+                       "figures belong")
+    return atomic_write_text(page, text[:start] + render(review_dir) + text[stop + len(end):])
+
+
+def update_pages(root: Path, review_dir: Path) -> None:
+    """Every page's block of the record's figures (under the repository `root`)."""
+    for page, begin, end, render in PAGES:
+        update_page(root / page, review_dir, begin, end, render)

@@ -27,7 +27,7 @@ from lib.errors import KitError
 from lib.files import atomic_write_text, sha256_file
 from lib.model.checkpoints import load_checkpoint, save_checkpoint, verify_file
 from lib.paths import REPO_ROOT, portable
-from lib.record.figures import AGREEMENT_FILE
+from lib.record.figures import AGREEMENT_FILE, RESCORE_FILE
 from lib.train.state import collect_result
 
 REVIEW_DIR = REPO_ROOT / "best-result-review"
@@ -36,7 +36,7 @@ CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_INFO = "checkpoint.json"  # a competition record: the checkpoint's name, size and sha256
 REVIEW_NOTEBOOK = "05_quick_review.ipynb"  # rerun and compared by nbval, not pinned by a sha256
 RECORD_FILES = ("params.yaml", "out.log", "metrics.jsonl", "submission.json", "scores.json")
-OPTIONAL_FILES = ("per_query.csv", "pipeline.json", AGREEMENT_FILE)
+OPTIONAL_FILES = ("per_query.csv", "pipeline.json", AGREEMENT_FILE, RESCORE_FILE)
 MAX_COMMITTED_CHECKPOINT = 64 * 2**20  # larger checkpoints are named, not committed
 README_TEMPLATE = Path(__file__).parent / "templates" / "record_README.md"
 

@@ -15,8 +15,35 @@ RECORD = REPO_ROOT / "best-result-review"
 
 
 def test_the_results_page_holds_exactly_what_the_committed_record_says():
-    page = (REPO_ROOT / record_figures.RESULTS_PAGE).read_text(encoding="utf-8")
-    assert record_figures.block(RECORD) in page, "docs/results.md's record is stale"
+    page, _, _, render = record_figures.PAGES[0]
+    assert render(RECORD) in (REPO_ROOT / page).read_text(encoding="utf-8"), f"{page}'s record is stale"
+
+
+def test_the_rerank_page_holds_exactly_what_the_committed_records_rescore_says():
+    page, begin, end, render = record_figures.PAGES[1]
+    text = (REPO_ROOT / page).read_text(encoding="utf-8")
+    assert begin in text and end in text, f"{page} lost its rerank markers"
+    if (RECORD / record_figures.RESCORE_FILE).exists():  # records promoted before rescore.csv: see below
+        assert render(RECORD) in text, f"{page}'s re-ranking table is stale"
+
+
+def test_the_rerank_block_is_rendered_from_rescore_csv(tmp_path):
+    rows = [("first stage", "val", 0.3164, None, None, None), ("first stage", "test_A", 0.25, None, None, None),
+            ("first stage", "test_B", 0.2, None, None, None),
+            ("a3r", "val", 0.3051, -0.0113, -0.0181, -0.0049), ("a3r", "test_A", 0.26, 0.01, 0.0, 0.02),
+            ("a3r", "test_B", 0.2, 0.0, -0.0004, 0.0006)]
+    pd.DataFrame(rows, columns=["variant", "split", "map10_official", "delta", "low", "high"]).to_csv(
+        tmp_path / record_figures.RESCORE_FILE, index=False)
+    text = record_figures.rerank_block(tmp_path)
+    assert text.splitlines()[3:5] == [
+        "| first stage | 0.316 | 0.250 | 0.200 | | | |",
+        "| `a3r` (embedded) | 0.305 | 0.260 | 0.200 | −0.011 [−0.018, −0.005] | +0.010 [+0.000, +0.020] "
+        "| +0.000 [−0.000, +0.001] |"]
+    page = tmp_path / "reranking.md"
+    page.write_text(f"head\n{record_figures.RERANK_BEGIN}\nold\n{record_figures.RERANK_END}\ntail\n")
+    record_figures.update_page(page, tmp_path, record_figures.RERANK_BEGIN, record_figures.RERANK_END,
+                               record_figures.rerank_block)
+    assert page.read_text() == f"head\n{text}\ntail\n"
 
 
 def test_the_block_is_read_from_the_files_and_replaced_between_the_markers(tmp_path):
@@ -35,7 +62,7 @@ def test_the_block_is_read_from_the_files_and_replaced_between_the_markers(tmp_p
     record_figures.update_page(readme, record)
     assert readme.read_text() == f"# x\n{text}\ntail\n"
     readme.write_text("no markers")
-    with pytest.raises(KitError, match="no record block"):
+    with pytest.raises(KitError, match="has no block"):
         record_figures.update_page(readme, record)
 
 
