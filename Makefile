@@ -26,7 +26,7 @@ GPU_PY ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
 export HF_HUB_OFFLINE ?= 1
 export PYTHONHASHSEED ?= 0
 
-.PHONY: help setup reproduce quick-review promote seed-study ablation test test-fast lint mutation fingerprint bench gpu-proof gpu-wheels lab clean clean-runs
+.PHONY: help setup reproduce quick-review promote foundation seed-study ablation test test-fast lint mutation fingerprint bench gpu-proof gpu-wheels lab clean clean-runs
 
 help: ## list the targets
 	@echo "Usage: make TARGET [PROFILE=$(subst $() ,|,$(PROFILES))|FILE.yaml] [ARGS=\"key=value ...\"]"
@@ -52,6 +52,9 @@ quick-review: $(STAMP) ## regenerate the submission from best-result-review/ and
 
 promote: $(STAMP) ## make a finished run the record in best-result-review/ (RUN=runs/<profile>/<name>)
 	$(PY) -m lib.pipeline --promote $(RUN)
+
+foundation: $(STAMP) ## pretrain the demo's shipped foundation model again from its recipe and compare the bytes
+	$(PY) -m lib.demo.foundation --profile $(PROFILE) $(ARGS)
 
 seed-study: $(STAMP) ## fine-tune RUN's prepared data again under seeds 0 1 2, table with the spread (ARGS: key=value)
 	$(PY) -m tools.study.seed_study --run $(RUN) --seeds $(SEEDS) --label $(LABEL) $(ARGS)

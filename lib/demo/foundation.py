@@ -2,26 +2,39 @@
 
 Zero-shot caption completion and fine-tuning need a model that already knows something. The demo
 makes one from a separate synthetic corpus with complete captions (never the train/val/test
-images), once, with the same training loop as fine-tuning, and keeps it with its checksum.
+images), with the same training loop as fine-tuning, and keeps it with its checksum.
+
+As LAION weights are downloaded rather than trained, the default world's foundation is an input:
+it ships in data/foundation/ with its sha256 and the recipe that made it, and a run whose recipe
+is that one copies it (checked) instead of pretraining for minutes. `make foundation` pretrains it
+again from the recipe and compares the bytes:
+
+    python -m lib.demo.foundation [--profile demo] [--ship]
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pandas as pd
+import torch
 
+from lib import config as config_mod
 from lib.config import Config
 from lib.data.labels import read_labels
-from lib.demo.dataset import CORPUS_FILES
+from lib.demo.dataset import CORPUS_FILES, ensure_demo_data
 from lib.errors import KitError
-from lib.files import atomic_write_text, sha256_file
+from lib.files import atomic_write, atomic_write_text, sha256_file, write_sidecar
 from lib.model.checkpoints import load_checkpoint, save_checkpoint, verify_file
-from lib.paths import portable, resolve
+from lib.paths import REPO_ROOT, portable, resolve
 from lib.progress import write as progress_write
 from lib.train.launch import train
+
+SHIPPED_DIR = REPO_ROOT / "data" / "foundation"  # <name>.pt beside <name>.json: recipe, sha256, made_on
 
 
 class FoundationError(KitError, RuntimeError):
@@ -65,9 +78,10 @@ def corpus_digest(data_root: Path) -> str:
     return digest.hexdigest()
 
 
-def ensure_foundation(cfg: Config, progress: bool = True) -> Path:
-    """The foundation checkpoint at cfg.pretrained, pretrained now if missing or made from another
-    corpus or recipe (a pretraining cut off midway resumes)."""
+def ensure_foundation(cfg: Config, progress: bool = True, use_shipped: bool = True) -> Path:
+    """The foundation checkpoint at cfg.pretrained: the shipped one when its recipe is this one, else
+    pretrained now if missing or made from another corpus or recipe (a pretraining cut off midway
+    resumes)."""
     target = cfg.path("pretrained")
     recipe_path = target.with_name(target.name + ".recipe.json")
     wanted = recipe(cfg)
@@ -86,6 +100,9 @@ def ensure_foundation(cfg: Config, progress: bool = True) -> Path:
             f"dataset its "
             f"own foundation with pretrained={cfg.data_root}/foundation/foundation.pt, or delete {target} to "
             f"pretrain it again here.")
+    shipped = shipped_for(wanted) if use_shipped else None
+    if shipped is not None:
+        return _copy_shipped(shipped, target, recipe_path, wanted)
     work_dir = target.parent / "pretraining"
     if _read_json(work_dir / "recipe.json") != wanted and work_dir.exists():
         shutil.rmtree(work_dir)  # a half-done pretraining of another corpus cannot be resumed
@@ -103,3 +120,93 @@ def ensure_foundation(cfg: Config, progress: bool = True) -> Path:
 
 def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def shipped_for(wanted: dict, folder: Path | None = None) -> Path | None:
+    """The shipped checkpoint made by exactly this recipe (corpus digest included), if there is one."""
+    for meta_path in sorted((folder or SHIPPED_DIR).glob("*.json")):
+        meta = json.loads(meta_path.read_text())
+        if meta.get("recipe") == wanted:
+            return meta_path.with_suffix(".pt")
+    return None
+
+
+def _copy_shipped(shipped: Path, target: Path, recipe_path: Path, wanted: dict) -> Path:
+    """The shipped checkpoint into the data root, its bytes checked against the sha256 it ships with."""
+    digest = json.loads(shipped.with_suffix(".json").read_text())["sha256"]
+    actual = sha256_file(shipped)
+    if actual != digest:
+        raise FoundationError(f"{portable(shipped)} has sha256 {actual}, not the {digest} it ships with: "
+                              f"restore it (git checkout -- {portable(shipped)}) or make it again with make "
+                              "foundation")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(target, lambda out: out.write(shipped.read_bytes()))
+    write_sidecar(target, digest)
+    atomic_write_text(recipe_path, json.dumps(wanted, indent=1) + "\n")
+    progress_write(f"the demo's foundation model: {portable(shipped)} (sha256 {digest[:12]}..., checked) "
+                   f"-> {portable(target)}")
+    return target
+
+
+def processor() -> str:
+    """The CPU's model name and torch's kernel level: what a pretraining's last bits depend on."""
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+             if line.startswith("model name")] if cpuinfo.is_file() else []
+    kernels = torch.backends.cpu.get_cpu_capability()
+    return f"{names[0] if names else 'unknown CPU'}, torch {torch.__version__} {kernels}"
+
+
+def rebuild(cfg: Config, ship: bool = False, progress: bool = True) -> int:
+    """Pretrain the foundation again from its recipe in a scratch folder and compare it with the shipped
+    one (exit 0: the same bytes); `ship` writes it as the shipped checkpoint instead."""
+    ensure_demo_data(cfg, progress=progress)
+    scratch = cfg.path("data_root") / "foundation-rebuild" / "foundation.pt"
+    for stale in (scratch, scratch.with_name(scratch.name + ".recipe.json")):
+        stale.unlink(missing_ok=True)
+    made = ensure_foundation(cfg.replace(pretrained=str(scratch)), progress=progress, use_shipped=False)
+    wanted, digest = recipe(cfg), sha256_file(made)
+    name = f"{cfg.profile}-seed{cfg.demo_seed}"
+    if ship:
+        SHIPPED_DIR.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(made, SHIPPED_DIR / f"{name}.pt")
+        meta = {"recipe": wanted, "sha256": digest, "made_on": processor(),
+                "command": "make foundation ARGS=--ship"}
+        atomic_write_text(SHIPPED_DIR / f"{name}.json", json.dumps(meta, indent=1) + "\n")
+        print(f"shipped {portable(SHIPPED_DIR / (name + '.pt'))}: sha256 {digest}")
+        return 0
+    shipped = shipped_for(wanted)
+    if shipped is None:
+        print(f"made {portable(made)} (sha256 {digest}); nothing ships for this recipe "
+              f"({portable(SHIPPED_DIR)}): --ship makes it the shipped one")
+        return 1
+    meta = json.loads(shipped.with_suffix(".json").read_text())
+    if digest == meta["sha256"]:
+        print(f"same bytes as the shipped {portable(shipped)}: sha256 {digest}")
+        return 0
+    print(f"differs from the shipped {portable(shipped)}: sha256 {digest} here, {meta['sha256']} shipped; "
+          f"shipped made on {meta['made_on']}, this is {processor()} (another processor's kernels change "
+          "the last bits of a pretraining; the same kind gives the same bytes)")
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lib.demo.foundation",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--profile", default="demo")
+    parser.add_argument("--ship", action="store_true", help="write the result as the shipped checkpoint")
+    parser.add_argument("overrides", nargs="*", help="key=value parameter overrides")
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_mod.load(args.profile, **config_mod.parse_overrides(args.overrides))
+        if not cfg.generate_demo_data:
+            raise FoundationError(f"profile {args.profile} downloads its pretrained weights: nothing to "
+                                  "rebuild")
+        return rebuild(cfg, ship=args.ship)
+    except KitError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

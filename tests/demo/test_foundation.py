@@ -54,3 +54,52 @@ def test_the_recipe_follows_the_corpus_not_the_other_splits(tmp_path):
     assert foundation.recipe(cfg) == first and first["corpus_sha256"]
     make_demo_dataset(tmp_path / "d", seed=0, progress=False, **{**sizes, "corpus_size": 10})
     assert foundation.recipe(cfg) != first
+
+
+def _ship(folder, recipe, payload=b"shipped weights"):
+    """A shipped checkpoint in `folder` made by `recipe`, as make foundation ARGS=--ship writes it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "demo-seed0.pt").write_bytes(payload)
+    digest = foundation.sha256_file(folder / "demo-seed0.pt")
+    (folder / "demo-seed0.json").write_text(json.dumps({"recipe": recipe, "sha256": digest, "made_on": "x"}))
+    return digest
+
+
+def _smoke(tmp_path, monkeypatch, recipe):
+    cfg = config.load("smoke", data_root=str(tmp_path / "data"),
+                      pretrained=str(tmp_path / "data" / "foundation" / "foundation.pt"))
+    monkeypatch.setattr(foundation, "recipe", lambda _cfg: recipe)
+    monkeypatch.setattr(foundation, "SHIPPED_DIR", tmp_path / "shipped")
+    monkeypatch.setattr(foundation, "train", lambda *a, **k: pytest.fail("the shipped one must be used"))
+    return cfg
+
+
+def test_the_shipped_foundation_of_the_same_recipe_is_copied_and_checked(tmp_path, monkeypatch):
+    recipe = {"corpus_sha256": "abc", "model": "kit-tiny-vit", "seed": 0}
+    cfg = _smoke(tmp_path, monkeypatch, recipe)
+    digest = _ship(tmp_path / "shipped", recipe)
+    _ship(tmp_path / "other", {**recipe, "seed": 1})
+    assert foundation.shipped_for({**recipe, "seed": 1}, tmp_path / "shipped") is None
+    made = foundation.ensure_foundation(cfg, progress=False)
+    assert made.read_bytes() == b"shipped weights"
+    assert (made.parent / "foundation.pt.sha256").read_text().split()[0] == digest
+    assert json.loads((made.parent / "foundation.pt.recipe.json").read_text()) == recipe
+    assert foundation.ensure_foundation(cfg, progress=False) == made  # found, verified, kept
+
+
+def test_a_damaged_shipped_foundation_is_refused_naming_it(tmp_path, monkeypatch):
+    recipe = {"corpus_sha256": "abc"}
+    cfg = _smoke(tmp_path, monkeypatch, recipe)
+    _ship(tmp_path / "shipped", recipe)
+    (tmp_path / "shipped" / "demo-seed0.pt").write_bytes(b"shipped weightz")
+    with pytest.raises(foundation.FoundationError, match=r"demo-seed0\.pt has sha256 .*git checkout"):
+        foundation.ensure_foundation(cfg, progress=False)
+    assert not cfg.path("pretrained").exists()
+
+
+def test_the_shipped_default_has_its_bytes_and_the_demo_profiles_recipe():
+    meta = json.loads((foundation.SHIPPED_DIR / "demo-seed0.json").read_text())
+    assert foundation.sha256_file(foundation.SHIPPED_DIR / "demo-seed0.pt") == meta["sha256"]
+    demo = config.load("demo")
+    keys = {k: v for k, v in meta["recipe"].items() if k != "corpus_sha256"}
+    assert keys == {k: getattr(demo, k) for k in keys}, "the shipped recipe is not the demo profile's"
