@@ -1,7 +1,7 @@
 """The ablation and the choices, measured as the competition chose: on val and board A, over seeds.
 
     python -m tools.study.ablation --run runs/demo/<name> [--seeds 0 1 2] [--label ablation]
-                                   [--only ROW,...] [--publish docs/tables]
+                                   [--only ROW,...] [--publish docs/tables] [--name NAME]
 
 Every row is a fine-tuning per seed of the same prepared data (the base run's), or, for a row that
 changes only what happens after training (a soup, re-ranking, the query policy, the epoch kept, an
@@ -58,10 +58,10 @@ class Row:
 
 CHAIN = (
     Row(ZERO_SHOT, trains=False, against=""),
-    Row("fine-tuned, no attribute augmentation, no jitter",
+    Row("fine-tuned alone (no augmentation or jitter)",
         {"attribute_augmentation": False, "photometric_jitter_prob": 0.0}, against=ZERO_SHOT),
     Row("+ attribute augmentation", {"photometric_jitter_prob": 0.0},
-        against="fine-tuned, no attribute augmentation, no jitter"),
+        against="fine-tuned alone (no augmentation or jitter)"),
     Row(DEFAULT, against="+ attribute augmentation"),  # + the photometric jitter
     Row("+ greedy soup", {"soup": "greedy"}, trains=False),
     Row("+ A3R re-ranking", {"rerank": "a3r"}, trains=False),
@@ -69,6 +69,7 @@ CHAIN = (
 REFERENCE_STEPS = {"car_caption_form": "attributes", "attribute_fields": ["colour", "brand", "type"],
                    "augment_padded_images": False, "augment_val": True, "submit_epoch": 5}
 CHOICES = (
+    Row("no attribute augmentation", {"attribute_augmentation": False}),  # the default without it
     Row("lr 1e-4", {"lr": 1e-4}),
     Row("uniform soup", {"soup": "uniform"}, trains=False),
     Row("WiSE-FT (alpha on the grid)", {"soup": "wise"}, trains=False),
@@ -93,27 +94,36 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
 
 
+def row_paths(root: Path, base_run: Path, row: Row, seeds: Sequence[int], label: str) -> list[Path]:
+    """A row's scored run folders: one per seed (the zero-shot row and an ensemble have one)."""
+    if row.name == ZERO_SHOT:
+        return [root / f"{base_run.name}-{ZERO_SHOT}"]
+    if row.ensemble:
+        return [root / f"{base_run.name}-{label}-ensemble"]
+    return [root / f"{base_run.name}-{label}-{_slug(row.name)}-seed{s}" for s in seeds]
+
+
 def run_rows(base_cfg: Config, base_run: Path, rows: Sequence[Row], seeds: Sequence[int], label: str,
              progress: bool = True, log: Callable[[str], None] = print) -> dict[str, list[Path]]:
-    """Every row's scored run folders (one per seed; the zero-shot row and an ensemble have one)."""
+    """Run every row (training rows first) and return its scored run folders (row_paths)."""
     root = base_cfg.path("runs_root")
-    folders: dict[str, list[Path]] = {}
-    default_runs = [root / f"{base_run.name}-{label}-{DEFAULT}-seed{s}" for s in seeds]
+    default_runs = row_paths(root, base_run, ROWS[DEFAULT], seeds, label)
     for row in sorted(rows, key=lambda r: (not r.trains, r.name != DEFAULT)):  # training rows first
         cfg = base_cfg.replace(**row.overrides)
         if row.name == ZERO_SHOT:
-            folders[row.name] = [root / f"{base_run.name}-{ZERO_SHOT}"]
             run_study(cfg, base_run, [], label, progress=progress, log=log)  # scores the zero-shot run only
         elif row.ensemble:
-            fused = root / f"{base_run.name}-{label}-ensemble"
-            folders[row.name] = [_ensemble(cfg, default_runs, fused, log)]
+            _ensemble(cfg, default_runs, row_paths(root, base_run, row, seeds, label)[0], log)
         elif row.trains:
             run_study(cfg, base_run, seeds, f"{label}-{_slug(row.name)}", progress=progress, log=log)
-            folders[row.name] = [root / f"{base_run.name}-{label}-{_slug(row.name)}-seed{s}" for s in seeds]
         else:
-            folders[row.name] = [_rescore(cfg, trained, label, row, progress, log)
-                                 for trained in default_runs]
-    return folders
+            for trained in default_runs:
+                _rescore(cfg, trained, label, row, progress, log)
+    return {row.name: row_paths(root, base_run, row, seeds, label) for row in rows}
+
+
+def scored(folders: list[Path]) -> bool:
+    return all((path / SCORES_FILE).is_file() for path in folders)
 
 
 def _ensemble(cfg: Config, members: list[Path], out: Path, log: Callable[[str], None]) -> Path:
@@ -245,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", required=True, help="a run whose notebooks 01 and 02 have run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--label", default="ablation")
-    parser.add_argument("--only", default="", help="comma-separated row names (default: every row)")
+    parser.add_argument("--only", default="", help="comma-separated row names (default: every row): "
+                        "only these run; two processes with their own rows share the cores")
     parser.add_argument("--publish", type=Path, default=None, metavar="FOLDER",
                         help="also write the tables there (docs/tables: the results page shows them)")
     parser.add_argument("--name", default="", help="the tables' name instead of the run's (e.g. world0)")
@@ -258,12 +269,21 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [n for n in wanted if n not in ROWS]
         if unknown:
             raise config_mod.ConfigError(f"--only: unknown rows {unknown}; rows: {', '.join(ROWS)}")
-        needed = {DEFAULT, *wanted, *(ROWS[n].against for n in wanted if ROWS[n].against)}
-        rows = [ROWS[n] for n in ROWS if n in needed]
-        folders = run_rows(base_cfg, base_run, rows, args.seeds, args.label, progress=not args.no_progress)
+        folders = run_rows(base_cfg, base_run, [ROWS[n] for n in wanted], args.seeds, args.label,
+                           progress=not args.no_progress)
     except KitError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    # --only runs just those rows (another process may be running the rest: two can share the cores);
+    # the rows they are compared with join the tables when their seeds are scored
+    root = base_cfg.path("runs_root")
+    for name in {ROWS[n].against for n in wanted} - {"", *folders}:
+        paths = row_paths(root, base_run, ROWS[name], args.seeds, args.label)
+        if scored(paths):
+            folders[name] = paths
+        else:
+            print(f"note: {name!r} is not scored yet: the rows compared with it have no change column")
+    rows = [row for row in ROWS.values() if row.name in folders]
     aps = per_query(folders)
     for folder in [base_cfg.path("runs_root"), *([args.publish] if args.publish else [])]:
         paths = table_paths(Path(folder), args.name or base_run.name, args.label)

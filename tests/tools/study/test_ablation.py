@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -93,3 +94,15 @@ def test_rows_on_the_smoke_run(smoke_notebook, smoke_workspace):
     # an ensemble of one seed is that seed: the same rankings, a change of exactly 0 everywhere
     ensemble = frame.loc["ensemble of the seeds"]
     assert (ensemble["val_delta"], ensemble["A_delta"], ensemble["B_delta"]) == (0.0, 0.0, 0.0)
+
+
+def test_row_names_can_be_given_to_only_and_name_their_folders():
+    """--only splits on commas, so no row name holds one; a row's folders follow its slug and seeds."""
+    assert [name for name in ablation.ROWS if "," in name] == []
+    root, base = Path("/r"), Path("/r/base")
+    assert ablation.row_paths(root, base, ablation.ROWS["lr 1e-4"], [0, 2], "abl") == [
+        Path("/r/base-abl-lr-1e-4-seed0"), Path("/r/base-abl-lr-1e-4-seed2")]
+    zero_shot = ablation.row_paths(root, base, ablation.ROWS["zero-shot"], [0, 1], "abl")
+    assert zero_shot == [Path("/r/base-zero-shot")]
+    assert ablation.row_paths(root, base, ablation.ROWS["ensemble of the seeds"], [0, 1], "abl") == [
+        Path("/r/base-abl-ensemble")]
