@@ -26,7 +26,7 @@ GPU_PY ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
 export HF_HUB_OFFLINE ?= 1
 export PYTHONHASHSEED ?= 0
 
-.PHONY: help setup reproduce quick-review promote foundation seed-study ablation test test-fast lint mutation fingerprint bench gpu-proof gpu-wheels lab clean clean-runs
+.PHONY: help setup reproduce quick-review promote foundation seed-study ablation confirm test test-fast lint mutation fingerprint bench gpu-proof bigg-cpu rehearsal gpu-wheels lab clean clean-runs
 
 help: ## list the targets
 	@echo "Usage: make TARGET [PROFILE=$(subst $() ,|,$(PROFILES))|FILE.yaml] [ARGS=\"key=value ...\"]"
@@ -62,6 +62,9 @@ seed-study: $(STAMP) ## fine-tune RUN's prepared data again under seeds 0 1 2, t
 ablation: $(STAMP) ## the README's ablation and choices: every row three seeds of RUN's data, val / A / B with paired intervals (about an hour)
 	$(PY) -m tools.study.ablation --run $(RUN) --seeds $(SEEDS) $(ARGS)
 
+confirm: $(STAMP) ## every demo default again on a world no choice has seen (demo_seed 1): docs/tables/world1-confirm.md (about 2 hours)
+	$(PY) -m tools.study.confirm --seeds $(SEEDS) $(ARGS)
+
 test: $(STAMP) ## run the whole test suite (unit tests, notebooks with papermill, nbval record)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is broken (tests/ missing?)" >&2; fi; \
@@ -91,6 +94,12 @@ bench: $(STAMP) ## speed benchmarks against a peer measured in the same run (ARG
 
 gpu-proof: ## bigG speed and memory, the CUDA pipeline, torchrun with NCCL, in one run (ARGS=--cpu-dry-run: a minute, no GPU)
 	PYTHONUNBUFFERED=1 $(GPU_PY) -m tools.gpu $(ARGS)
+
+rehearsal: $(STAMP) ## the competition profile's code path at the real sizes (126,117 / 10,000 / 17,611, synthetic) with the tiny model, on a CPU
+	$(PY) -m tools.rehearsal $(ARGS)
+
+bigg-cpu: $(STAMP) ## ViT-bigG-14 on the CPU, random weights: parameters, memory, preprocessing, text trim, a few encodes (~10 min, 12 GB)
+	$(PY) -m tools.gpu.bigg_cpu $(ARGS)
 
 gpu-wheels: ## download into .whl/ what gpu-proof needs on a GPU machine without it (Python 3.12, x86-64)
 	$(GPU_PY) -m tools.gpu.wheels download
