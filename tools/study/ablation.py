@@ -21,6 +21,7 @@ import argparse
 import gzip
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -249,6 +250,45 @@ def write_tables(rows: Sequence[Row], aps: pd.DataFrame, paths: dict[str, Path])
     return text
 
 
+def job_groups(rows: Sequence[Row], jobs: int) -> list[list[str]]:
+    """Rows split over `jobs` processes of about equal work: the default and every row that scores its
+    seeds again go to the first (they need its checkpoints), the other training rows to the least
+    loaded (a fine-tuning counts 1, a scoring a quarter). The zero-shot row runs before them all."""
+    groups: list[list[str]] = [[] for _ in range(jobs)]
+    load = [0.0] * jobs
+    for row in rows:
+        if row.name == ZERO_SHOT:
+            continue
+        if row.name == DEFAULT or not row.trains:
+            index = 0
+        else:
+            index = min(range(jobs), key=lambda i: (load[i], i))
+        groups[index].append(row.name)
+        load[index] += 1.0 if row.trains else 0.25
+    return [group for group in groups if group]
+
+
+def run_jobs(args: argparse.Namespace, base_run: Path, root: Path, rows: Sequence[Row]) -> None:
+    """The rows in --jobs processes side by side (each deterministic: the split changes no figure),
+    their output in <run>-<label>-job<i>.log; a job that fails stops the tables."""
+    common = ["--run", str(base_run), "--seeds", *map(str, args.seeds), "--label", args.label,
+              "--no-progress"]
+    if any(row.name == ZERO_SHOT for row in rows):
+        if main([*common, "--only", ZERO_SHOT]) != 0:
+            raise KitError("the zero-shot row failed")
+    procs = []
+    for index, group in enumerate(job_groups(rows, args.jobs)):
+        log = root / f"{base_run.name}-{args.label}-job{index}.log"
+        print(f"[job {index}] {len(group)} rows -> {log}", flush=True)
+        with open(log, "w", encoding="utf-8") as out:
+            procs.append((index, log, subprocess.Popen(
+                [sys.executable, "-m", "tools.study.ablation", *common, "--only", ",".join(group)],
+                stdout=out, stderr=subprocess.STDOUT)))
+    failed = [(index, log) for index, log, proc in procs if proc.wait() != 0]
+    if failed:
+        raise KitError(f"job {failed[0][0]} failed: see {failed[0][1]}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.study.ablation",
                                      description=__doc__.split("\n")[0])
@@ -260,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--publish", type=Path, default=None, metavar="FOLDER",
                         help="also write the tables there (docs/tables: the results page shows them)")
     parser.add_argument("--name", default="", help="the tables' name instead of the run's (e.g. world0)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="processes side by side (2 on 2 cores: the rows split between them)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -269,8 +311,10 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [n for n in wanted if n not in ROWS]
         if unknown:
             raise config_mod.ConfigError(f"--only: unknown rows {unknown}; rows: {', '.join(ROWS)}")
+        if args.jobs > 1:
+            run_jobs(args, base_run, base_cfg.path("runs_root"), [ROWS[n] for n in wanted])
         folders = run_rows(base_cfg, base_run, [ROWS[n] for n in wanted], args.seeds, args.label,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress)  # after --jobs: every seed scored, nothing runs
     except KitError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -106,3 +106,13 @@ def test_row_names_can_be_given_to_only_and_name_their_folders():
     assert zero_shot == [Path("/r/base-zero-shot")]
     assert ablation.row_paths(root, base, ablation.ROWS["ensemble of the seeds"], [0, 1], "abl") == [
         Path("/r/base-abl-ensemble")]
+
+
+def test_jobs_split_the_work_and_keep_the_default_with_the_rows_that_rescore_it():
+    names = ("zero-shot", "default", "lr 1e-4", "+ greedy soup", "query policy none", "brand filled too",
+             "no attribute augmentation", "augmentation on unpadded images")
+    rows = [ablation.ROWS[n] for n in names]
+    assert ablation.job_groups(rows, 2) == [
+        ["default", "+ greedy soup", "query policy none", "no attribute augmentation"],
+        ["lr 1e-4", "brand filled too", "augmentation on unpadded images"]]
+    assert ablation.job_groups(rows[:2], 3) == [["default"]]
