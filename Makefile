@@ -35,9 +35,16 @@ help: ## list the targets
 
 setup: $(STAMP) ## create the environment: .venv with the pinned packages, the kit installed in it (editable), a Jupyter kernel
 
+# The pins install with uv (pinned in requirements.txt, installed by pip first), told pip's own indexes,
+# wheel folders and constraints (tools/uv_args.py): about 3 times faster than pip (docs/benchmarks.md).
+# pip installs them where uv cannot be had or fails, or with INSTALLER=pip.
+INSTALLER ?= uv
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) -r requirements.txt
+	@if [ "$(INSTALLER)" = uv ] && $(PIP) "$$(grep -m1 -o '^uv==[^ #]*' requirements.txt)" 2>/dev/null \
+	  && $(VENV)/bin/uv pip install --python $(PY) -q -r requirements.txt $$($(PYTHON) tools/uv_args.py); then \
+	  echo "installed requirements.txt with uv"; \
+	else echo "installing requirements.txt with pip"; $(PIP) -r requirements.txt; fi
 	$(PIP) --no-deps --no-build-isolation -e . || $(PIP) --no-deps -e .
 	@$(PY) -m ipykernel install --user --name $(KERNEL) --display-name "Python ($(KERNEL))" >/dev/null 2>&1 \
 	  && echo "Jupyter kernel \"Python ($(KERNEL))\" registered: pick it in a Jupyter started from elsewhere" \
