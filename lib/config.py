@@ -152,7 +152,8 @@ class Config:
     rerank_k: int = knob(10, ge=1)  # neighbourhood size of the k-reciprocal tests (A3R, Zhong)
     a3r_flip: bool = True  # similarities: max over the image and its mirror (the mirror is cached)
     a3r_adapted_query: bool = True  # false: the text query itself (the notebook's "no adaption")
-    a3r_reciprocal: str = knob("embedded", choices=("embedded", "quantified", "none"))  # embedded: submitted
+    # embedded: the form reranking.ipynb's result-file cell used (on two queries; no submission re-ranked)
+    a3r_reciprocal: str = knob("embedded", choices=("embedded", "quantified", "none"))
     aqe_alpha: float = knob(3.0, ge=0)  # aQE: weight of a top image = similarity^alpha
     kreciprocal_lambda: float = knob(0.3, ge=0, le=1)  # Zhong: weight of the original (text) distance
     kreciprocal_k2: int = knob(6, ge=1)  # Zhong: local query expansion over the k2 nearest
