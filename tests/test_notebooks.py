@@ -113,7 +113,8 @@ def test_a_custom_profile_outside_configs_reaches_every_notebook(smoke_notebook,
     mine = {"data_root": str(root / "data"), "runs_root": str(root / "runs"), "run_name": "competition-mini",
             "model": "kit-tiny-vit", "pretrained": smoke_workspace["overrides"]["pretrained"],
             "batch_size": 16, "eval_batch_size": 32, "warmup_steps": 2, "schedule_epochs": 2,
-            "stop_epoch": 1, "workers": 0, "log_every": 2, "lr": 2.5e-4, "query_policy": "surveillance",
+            "stop_epoch": 1, "submit_epoch": 1, "workers": 0, "log_every": 2, "lr": 2.5e-4,
+            "query_policy": "surveillance",
             "no_gain_over_zero_shot": "warn"}  # the stock data at another lr and batch: no gain promised
     profile = tmp_path / "my.yaml"
     stock = yaml.safe_load((config.CONFIG_DIR / "competition.yaml").read_text())
@@ -131,5 +132,9 @@ def test_a_custom_profile_outside_configs_reaches_every_notebook(smoke_notebook,
     assert trained["lr"] == 2.5e-4
     assert " lr 2.5000e-04 " in (run_dir / "out.log").read_text()  # the end of the warmup
     scores = json.loads((run_dir / "scores.json").read_text())
-    assert scores["checkpoint"] == "epoch_1.pt" and "map10_official" in scores["val"]
-    assert (run_dir / "submission.json").exists()
+    assert scores["checkpoint"] == "epoch_1.pt"
+    test = root / "data" / "test"  # the submission is valid and scores what scores.json says
+    problems = validate_submission(run_dir / "submission.json", test / "test_text.txt", test / "test_images")
+    assert problems == []
+    rescored = evaluate_files(test / "test_gt.txt", run_dir / "submission.json")
+    assert rescored["map10_official"] == pytest.approx(scores["test"]["map10_official"], abs=1e-9)

@@ -175,9 +175,11 @@ def test_a_jpeg_too_large_for_pils_bomb_check_is_not_called_truncated(tmp_path, 
     """A trailer after the end marker sends the JPEG to PIL's strict decode; PIL refusing a huge image
     says nothing about truncation."""
     path = write(tmp_path / "big.jpg", noise(20, 30))
+    whole = images.read_image(path)
     path.write_bytes(path.read_bytes() + b"camera trailer")
     monkeypatch.setattr(images.Image, "MAX_IMAGE_PIXELS", 100)  # 600 pixels: a "bomb"
-    assert images.read_image(path).shape == (20, 30, 3)
+    got = images.read_image(path)
+    assert got.shape == (20, 30, 3) and np.array_equal(got, whole)
 
 
 @pytest.mark.parametrize("decode", ["raises", "empty"])
@@ -196,8 +198,10 @@ def test_read_image_when_opencv_fails_or_returns_nothing(tmp_path, monkeypatch, 
 
 def test_jpeg_with_bytes_after_its_end_marker_is_fine(tmp_path):
     path = write(tmp_path / "trailer.jpg", noise(20, 30))
+    whole = images.read_image(path)
     path.write_bytes(path.read_bytes() + b"camera trailer" * 20)
-    assert images.read_image(path).shape == (20, 30, 3)
+    got = images.read_image(path)
+    assert got.shape == (20, 30, 3) and np.array_equal(got, whole)  # the same pixels, trailer ignored
 
 
 def test_jpeg_truncated_but_decoded_by_opencv_is_still_refused(tmp_path, monkeypatch):

@@ -57,6 +57,21 @@ def test_real_val_router(val):
     assert routed == val["kind"].tolist()
 
 
+@pytest.mark.parametrize(("text", "kind"), [
+    ("A female pedestrian is walking.", "person"),
+    ("Pedestrian in a red coat.", "person"),  # capitalised at the start of the sentence
+    ("This Man wears a cap.", "person"),
+    ("A Woman, seen from the back.", "person"),
+    ("The Person carries a bag.", "person"),
+    ("This is a white Audi.", "car"),
+    ("A MAN Truck.", "car"),  # the brand MAN, in capitals, is no person word
+    ("This is a grey Manhattan Sedan.", "car"),  # a word that starts with one is not one
+    ("A red Womanly-Motors SUV.", "car"),
+])
+def test_person_words_route_in_lower_case_or_capitalised_only(text, kind):
+    assert labels.query_kind(text) == kind
+
+
 # --- strict reading -------------------------------------------------------------------------------
 GOOD = f"a.jpg$white Audi.$This is a white Audi.\n000001.jpg${PERSON}${PERSON_TEXT}\n"
 

@@ -246,15 +246,17 @@ def zhong_loop(text: torch.Tensor, images: torch.Tensor, k: int, k2: int, lam: f
     return -((1 - lam) * jaccard + lam * (1 - t))
 
 
-@pytest.mark.parametrize("k2", [1, 3])
-def test_k_reciprocal_baseline_matches_a_plain_loop(k2):
+@pytest.mark.parametrize(("k", "k2"), [(5, 1), (5, 3), (7, 1)])
+def test_k_reciprocal_baseline_matches_a_plain_loop(k, k2):
+    """k = 7 expands by R(j, 4) (the ceiling of 7/2): on these queries R(j, 3) gives other scores for
+    every query, where k = 5's two roundings happen to agree."""
     data = embeddings(6, 80, 16, seed=7)
     _, cand = topk(data["query"], data["gallery"], k=15)
-    settings = how("kreciprocal", depth=15, k=5, k2=k2, lam=0.3)
+    settings = how("kreciprocal", depth=15, k=k, k2=k2, lam=0.3)
     scores, idx = rr.rerank(data["query"], data["gallery"], cand, settings, kinds=["person"] * 6, k=15)
     for q in range(6):
         ordered = cand[q].sort().values  # the kit works in gallery order: so does the loop
-        expected = zhong_loop(data["query"][q].double(), data["gallery"][ordered].double(), 5, k2, 0.3)
+        expected = zhong_loop(data["query"][q].double(), data["gallery"][ordered].double(), k, k2, 0.3)
         order = np.lexsort((ordered.numpy(), -expected))
         assert idx[q].tolist() == ordered.numpy()[order].tolist()
         assert scores[q].numpy() == pytest.approx(expected[order], abs=1e-6)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import open_clip
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from lib import config
@@ -28,8 +29,15 @@ def test_random_init_gives_model_tokenizer_and_preprocess_cfg(micro):
     assert pre["size"] == (32, 32) and len(pre["mean"]) == 3
     tokens = tokenizer(["a person in a red jacket", "a white sedan"])
     assert tokens.shape == (2, 77)
-    image_features, text_features, _ = net(torch.rand(2, 3, 32, 32), tokens)
-    assert image_features.shape == text_features.shape == (2, 64)
+    assert tokens[:, 0].tolist() == [49406, 49406] and tokens.argmax(dim=1).tolist() == [7, 4]  # SOT, EOT
+    pixels = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    net.eval()
+    with torch.no_grad():
+        image_features, text_features, scale = net(pixels, tokens)
+        assert image_features.shape == text_features.shape == (2, 64)
+        torch.testing.assert_close(image_features, F.normalize(net.encode_image(pixels), dim=-1))
+        torch.testing.assert_close(text_features, F.normalize(net.encode_text(tokens), dim=-1))
+    assert float(scale) == pytest.approx(1 / 0.07)  # open_clip's initial logit scale, exp(log(1/0.07))
     assert not same_weights(weights(net), weights(micro))  # a fresh initialisation
 
 

@@ -28,7 +28,8 @@ def test_the_rerank_page_holds_exactly_what_the_committed_records_rescore_says()
 
 
 def test_the_rerank_block_is_rendered_from_rescore_csv(tmp_path):
-    rows = [("first stage", "val", 0.3164, None, None, None), ("first stage", "test_A", 0.25, None, None, None),
+    rows = [("first stage", "val", 0.3164, None, None, None),
+            ("first stage", "test_A", 0.25, None, None, None),
             ("first stage", "test_B", 0.2, None, None, None),
             ("a3r", "val", 0.3051, -0.0113, -0.0181, -0.0049), ("a3r", "test_A", 0.26, 0.01, 0.0, 0.02),
             ("a3r", "test_B", 0.2, 0.0, -0.0004, 0.0006)]

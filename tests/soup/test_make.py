@@ -246,7 +246,10 @@ def test_wise_on_the_smoke_run_scores_as_04_infer_does(smoke_notebook, smoke_wor
                            "--no-progress"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     last = json.loads(done.stdout.strip().splitlines()[-1])
-    assert last["method"] == "wise" and 0 <= last["alpha"] <= 1 and A_KEY in last
+    record = json.loads((run_dir / SOUP_JSON).read_text())
+    best = max(record["candidates"], key=lambda c: c["selection_score"])  # the first of equal scores
+    assert last["method"] == "wise" and last["alpha"] == best["alpha"] == record["alpha"] and A_KEY in last
+    assert [c["alpha"] for c in record["candidates"] if c["kept"]] == [best["alpha"]]
     cfg = runs.read_params(run_dir)
     assert cfg.soup == "wise"
     infer(cfg, run_dir, progress=False)
@@ -254,6 +257,21 @@ def test_wise_on_the_smoke_run_scores_as_04_infer_does(smoke_notebook, smoke_wor
     assert scores["checkpoint"] == SOUP
     assert scores["val"]["map10_official"] == pytest.approx(last[VAL_KEY], abs=1e-6)
     assert scores["test_A"]["map10_official"] == pytest.approx(last[A_KEY], abs=1e-6)
+
+
+def test_wise_keeps_the_first_of_equal_scores(tmp_path):
+    """alpha 0.3 and 0.6 score the same best 0.9 (the others 0.5): the grid's first of them, 0.3, is
+    kept; a scan keeping the last maximum would take 0.6."""
+    foundation, tuned = micro_state(0, 0.0), micro_state(0, 1.0)  # logit_scale = alpha
+
+    def scorer(state):
+        return {VAL_KEY: 0.9 if round(float(state["logit_scale"]), 6) in (0.3, 0.6) else 0.5}
+
+    cfg, run_dir = make_run(tmp_path, {1: tuned}, soup="wise")
+    result = soup.make_soup(cfg, run_dir, scorer=scorer, foundation=foundation, progress=False)
+    record = json.loads((run_dir / SOUP_JSON).read_text())
+    assert result.alpha == record["alpha"] == 0.3
+    assert [c["alpha"] for c in record["candidates"] if c["kept"]] == [0.3]
 
 
 def test_a_greedy_soup_across_runs_names_each_ingredients_run(tmp_path):

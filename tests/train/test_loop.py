@@ -5,13 +5,18 @@ One reference run (2 epochs, tests/train/conftest.py) is shared by the tests tha
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import open_clip
 import pytest
 import torch
+import torch.nn.functional as F
+from PIL import Image
 
-from lib.data.images import TooManyBadImages
+from lib.data.images import TooManyBadImages, read_image
+from lib.data.transforms import eval_transform
 from lib.model.checkpoints import load_checkpoint
-from lib.model.factory import create_model
+from lib.model.factory import create_model, model_from_config
 from lib.train.launch import train
 from lib.train.log import read_metrics
 from lib.train.loop import TrainingDiverged, TrainLoop
@@ -53,6 +58,44 @@ def test_resume_mid_epoch_is_bit_exact(reference, tmp_path, monkeypatch):
     ref_rows = read_metrics(reference["root"] / "run" / "metrics.jsonl")
     for key in ("val_loss", "train_loss"):
         assert rows[2][key] == ref_rows[2][key]
+
+
+def _val_loss_by_hand(cfg, checkpoint, rows, batch_size):
+    """The val loss recomputed outside the loop: the eval transform (pad, resize, centre crop), the
+    loader's sequential batches of `batch_size` rows with the unreadable images left out, open_clip's
+    ClipLoss per batch, averaged over the images (not over the batches)."""
+    model, tokenizer, preprocess_cfg = model_from_config(cfg, checkpoint=checkpoint, device="cpu")
+    model.eval()
+    transform = eval_transform(preprocess_cfg)
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(rows) - len(rows) % batch_size, batch_size):
+            batch = [r for r in rows[start:start + batch_size]
+                     if Path(r["filepath"]).read_bytes()[:2] == b"\xff\xd8"]  # a JPEG
+            images = torch.stack([transform(Image.fromarray(read_image(r["filepath"]))) for r in batch])
+            img = F.normalize(model.encode_image(images), dim=-1)
+            txt = F.normalize(model.encode_text(tokenizer([r["title"] for r in batch])), dim=-1)
+            loss = open_clip.ClipLoss()(img, txt, model.logit_scale.exp())
+            total, count = total + loss.item() * len(batch), count + len(batch)
+    return total / count
+
+
+def test_the_val_loss_is_the_eval_transforms_mean_over_images(tmp_path):
+    """Val rows 0-7 in batches 0-3 and 4-7, row 1 unreadable: batches of 3 and 4 images, so the mean
+    over images differs from the mean of the two batch means; the training transform (random crop)
+    would give other numbers again."""
+    table = make_table(tmp_path / "images")
+    (tmp_path / "images" / "img01.jpg").write_bytes(b"not a jpeg")
+    cfg = tiny_cfg(tmp_path, stop_epoch=1, max_bad_image_fraction=0.25)
+    val = table.iloc[:8]
+    train(cfg, tmp_path / "run", table.iloc[8:], val_table=val, progress=False)
+    logged = read_metrics(tmp_path / "run" / "metrics.jsonl")[-1]["val_loss"]
+    rows = val.to_dict("records")
+    expected = _val_loss_by_hand(cfg, tmp_path / "run" / "checkpoints" / "epoch_1.pt", rows, cfg.batch_size)
+    assert logged == pytest.approx(expected, rel=1e-5)
+    per_batch = _val_loss_by_hand(cfg, tmp_path / "run" / "checkpoints" / "epoch_1.pt", rows[:4], 4) / 2 + \
+        _val_loss_by_hand(cfg, tmp_path / "run" / "checkpoints" / "epoch_1.pt", rows[4:], 4) / 2
+    assert abs(per_batch - expected) > 1e-4, "the case must tell the two means apart"
 
 
 # ----------------------------------------------------------------------------- bad images
