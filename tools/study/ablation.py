@@ -55,6 +55,9 @@ class Row:
     trains: bool = True  # False: the default's trained seeds, scored again with the overrides
     against: str = DEFAULT
     ensemble: bool = False  # the default's seeds fused into one ranking (tools.study.ensemble)
+    # the boards that vote on it: not one that chose the row's own parameters (a soup's ingredients,
+    # WiSE-FT's alpha: on val and A), nor val where the compared row's epoch was chosen on val
+    votes: tuple[str, ...] = ("val", "A")
 
 
 CHAIN = (
@@ -64,7 +67,7 @@ CHAIN = (
     Row("+ attribute augmentation", {"photometric_jitter_prob": 0.0},
         against="fine-tuned alone (no augmentation or jitter)"),
     Row(DEFAULT, against="+ attribute augmentation"),  # + the photometric jitter
-    Row("+ greedy soup", {"soup": "greedy"}, trains=False),
+    Row("+ greedy soup", {"soup": "greedy"}, trains=False, votes=()),
     Row("+ A3R re-ranking", {"rerank": "a3r"}, trains=False),
 )
 REFERENCE_STEPS = {"car_caption_form": "attributes", "attribute_fields": ["colour", "brand", "type"],
@@ -73,7 +76,7 @@ CHOICES = (
     Row("no attribute augmentation", {"attribute_augmentation": False}),  # the default without it
     Row("lr 1e-4", {"lr": 1e-4}),
     Row("uniform soup", {"soup": "uniform"}, trains=False),
-    Row("WiSE-FT (alpha on the grid)", {"soup": "wise"}, trains=False),
+    Row("WiSE-FT (alpha on the grid)", {"soup": "wise"}, trains=False, votes=()),
     Row("ensemble of the seeds", trains=False, ensemble=True),
     Row("query policy none", {"query_policy": "none"}, trains=False),
     Row("query policy surveillance", {"query_policy": "surveillance"}, trains=False),
@@ -85,7 +88,7 @@ CHOICES = (
     Row("brand filled too", {"attribute_fields": ["colour", "brand", "type"]}),
     Row("augmentation on unpadded images", {"augment_padded_images": False}),
     Row("val captions completed", {"augment_val": True}),
-    Row("epoch 5 submitted", {"submit_epoch": 5}, trains=False),
+    Row("epoch 5 submitted", {"submit_epoch": 5}, trains=False, votes=("A",)),  # val chose the default's
     Row("the reference's steps", REFERENCE_STEPS),
 )
 ROWS = {row.name: row for row in CHAIN + CHOICES}
@@ -197,6 +200,7 @@ def table(rows: Sequence[Row], aps: pd.DataFrame) -> pd.DataFrame:
                                          _matrix(aps, row.name, split, board))
                 line.update({f"{column}_delta": diff.delta, f"{column}_low": diff.low,
                              f"{column}_high": diff.high, f"{column}_mde": diff.mde})
+        line["verdict"] = verdict(line, row.votes)
         lines.append(line)
     return pd.DataFrame(lines)
 
@@ -213,18 +217,34 @@ def seed_table(aps: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def verdict(line: dict[str, Any], votes: Sequence[str]) -> str:
+    """The rule of docs/results.md on one row against the one it is compared with: on the boards that
+    vote, an interval wholly above 0 is a gain, wholly below a loss, one holding 0 noise. "better": a
+    gain and no loss; "worse": a loss and no gain; "val and A disagree"; "noise". B never votes."""
+    if pd.isna(line.get("val_delta")):
+        return ""
+    if not votes:
+        return "no vote: val and A chose it"
+    signs = {1 if line[f"{b}_low"] > 0 else -1 if line[f"{b}_high"] < 0 else 0 for b in votes}
+    if {1, -1} <= signs:
+        return "val and A disagree"
+    word = "better" if 1 in signs else "worse" if -1 in signs else "noise"
+    return word + ("" if tuple(votes) == ("val", "A") else f" ({' and '.join(votes)} only)")
+
+
 def markdown(frame: pd.DataFrame) -> str:
     """The results page's table: mean ± std, Δ [95 % interval over seeds and queries] against the
-    row named, and the smallest Δ the design detects on val and A (MDE)."""
-    out = ["| row | val | A | B | Δ val | Δ A | Δ B | MDE val / A | against |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    row named, the smallest Δ the design detects on val and A (MDE), and the rule's verdict."""
+    out = ["| row | val | A | B | Δ val | Δ A | Δ B | MDE val / A | against | verdict |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for line in frame.to_dict("records"):
         cells = [f"{line[f'{c}_mean']:.3f}" + (f" ± {line[f'{c}_std']:.3f}" if line["seeds"] > 1 else "")
                  for c, _, _ in BOARDS]
         deltas = [f"{line[f'{c}_delta']:+.3f} [{line[f'{c}_low']:+.3f}, {line[f'{c}_high']:+.3f}]"
                   if pd.notna(line.get(f"{c}_delta")) else "" for c, _, _ in BOARDS]
         mde = (f"{line['val_mde']:.3f} / {line['A_mde']:.3f}" if pd.notna(line.get("val_mde")) else "")
-        out.append(f"| {line['row']} | " + " | ".join(cells + deltas + [mde]) + f" | {line['against']} |")
+        out.append(f"| {line['row']} | " + " | ".join(cells + deltas + [mde]) + f" | {line['against']} | "
+                   f"{line['verdict']} |")
     return "\n".join(out)
 
 

@@ -116,3 +116,18 @@ def test_jobs_split_the_work_and_keep_the_default_with_the_rows_that_rescore_it(
         ["default", "+ greedy soup", "query policy none", "no attribute augmentation"],
         ["lr 1e-4", "brand filled too", "augmentation on unpadded images"]]
     assert ablation.job_groups(rows[:2], 3) == [["default"]]
+
+
+@pytest.mark.parametrize(("val", "board_a", "votes", "expected"), [
+    ((0.01, 0.02), (0.00, 0.03), ("val", "A"), "better"),  # val beyond noise, A not against it
+    ((-0.01, 0.02), (-0.03, -0.001), ("val", "A"), "worse"),
+    ((0.001, 0.02), (-0.03, -0.001), ("val", "A"), "val and A disagree"),
+    ((-0.01, 0.0), (0.0, 0.03), ("val", "A"), "noise"),  # an interval touching 0 holds it
+    ((-0.05, -0.01), (0.01, 0.03), ("A",), "better (A only)"),  # val chose the compared epoch
+    ((0.01, 0.02), (0.01, 0.03), (), "no vote: val and A chose it"),
+])
+def test_the_verdict_is_the_rule_on_the_boards_that_vote(val, board_a, votes, expected):
+    line = {"val_delta": sum(val) / 2, "val_low": val[0], "val_high": val[1], "A_low": board_a[0],
+            "A_high": board_a[1]}
+    assert ablation.verdict(line, votes) == expected
+    assert ablation.verdict({"val_delta": float("nan")}, votes) == ""
