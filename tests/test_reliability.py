@@ -62,6 +62,7 @@ def test_no_wall_clock_limit_stops_a_healthy_notebook():
     assert inspect.signature(notebooks.run_notebook).parameters["timeout_s"].default is None
 
 
+@pytest.mark.slow  # seconds: a subprocess or a wait (make test runs it)
 def test_a_hung_loader_worker_is_caught(tmp_path):
     """The one place a run can hang without failing: a DataLoader worker that never answers."""
     from lib.train.data import Collate, EpochBatchSampler, train_loader

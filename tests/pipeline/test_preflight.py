@@ -2,6 +2,7 @@
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from lib import config
@@ -31,6 +32,7 @@ def test_a_missing_weights_file_is_named(tmp_path):
     assert any("bigG.safetensors" in p for p in preflight.weight_problems(cfg))
 
 
+@pytest.mark.slow  # seconds: a subprocess or a wait (make test runs it)
 def test_make_reproduce_competition_stops_before_any_work_with_the_list(tmp_path):
     done = subprocess.run([sys.executable, "-m", "lib.pipeline", "--profile", "competition",
                            f"data_root={tmp_path}", f"runs_root={tmp_path / 'runs'}"],

@@ -218,6 +218,10 @@ def test_cli_refusals_are_one_line_and_exit_1(tmp_path, capsys):
     assert "holds a ViT-B-32 model" in capsys.readouterr().err
     assert runs.read_params(run_dir).soup == "none"  # nothing made, nothing recorded
 
+
+@pytest.mark.slow
+def test_the_command_line_refusal_is_one_line_without_a_traceback(tmp_path):
+    _, run_dir = make_run(tmp_path, {1: micro_state(0)})
     shutil.rmtree(run_dir / "checkpoints")
     done = subprocess.run([sys.executable, "-m", "lib.soup", "--run", str(run_dir)], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=120)

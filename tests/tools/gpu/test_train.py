@@ -68,6 +68,7 @@ def test_out_of_time_a_setting_is_skipped(setup):
     assert record["status"] == "skipped" and record["steps"] == 0
 
 
+@pytest.mark.slow  # seconds: a subprocess or a wait (make test runs it)
 def test_the_ladder_goes_down_past_out_of_memory(setup, monkeypatch):
     """Batch 16 'runs out of memory' (as a GPU would say it); 8 fits and is the answer."""
     fit = gpu_proof_train.MeasuredLoop.fit
