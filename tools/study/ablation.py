@@ -38,6 +38,7 @@ from lib.errors import KitError
 from lib.eval.infer import PER_QUERY_FILE, SCORES_FILE, infer
 from lib.eval.paired import paired_difference
 from lib.files import atomic_write_bytes, atomic_write_text
+from lib.paths import REPO_ROOT
 from lib.soup.make import make_soup
 from tools.study.ensemble import score_ensemble
 from tools.study.seed_study import ZERO_SHOT, run_study
@@ -309,6 +310,29 @@ def run_jobs(args: argparse.Namespace, base_run: Path, root: Path, rows: Sequenc
         raise KitError(f"job {failed[0][0]} failed: see {failed[0][1]}")
 
 
+TABLE_BLOCK = "<!-- table: {path} (written by make ablation --publish; do not edit) -->"
+TABLE_END = "<!-- /table -->"
+
+
+def table_block(path: str, text: str) -> str:
+    return f"{TABLE_BLOCK.format(path=path)}\n{text}\n{TABLE_END}"
+
+
+def update_table_blocks(docs: Path, table: Path) -> list[Path]:
+    """Every page under `docs` that shows `table` (between its markers) gets the table's new text."""
+    rel = table.resolve().relative_to(REPO_ROOT).as_posix()
+    begin, text, changed = TABLE_BLOCK.format(path=rel), table.read_text(encoding="utf-8").rstrip("\n"), []
+    for page in sorted(docs.glob("*.md")):
+        content = page.read_text(encoding="utf-8")
+        start = content.find(begin)
+        if start < 0:
+            continue
+        stop = content.index(TABLE_END, start)
+        atomic_write_text(page, content[:start] + table_block(rel, text) + content[stop + len(TABLE_END):])
+        changed.append(page)
+    return changed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.study.ablation",
                                      description=__doc__.split("\n")[0])
@@ -353,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
         paths = table_paths(Path(folder), args.name or base_run.name, args.label)
         text = write_tables(rows, aps, paths)
         print(f"tables: {', '.join(str(p) for p in paths.values())}")
+        if args.publish and Path(folder) == args.publish and paths["md"].resolve().is_relative_to(REPO_ROOT):
+            for page in update_table_blocks(REPO_ROOT / "docs", paths["md"]):
+                print(f"updated the table in {page.relative_to(REPO_ROOT)}")
     print(text)
     return 0
 

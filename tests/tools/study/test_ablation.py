@@ -131,3 +131,19 @@ def test_the_verdict_is_the_rule_on_the_boards_that_vote(val, board_a, votes, ex
             "A_high": board_a[1]}
     assert ablation.verdict(line, votes) == expected
     assert ablation.verdict({"val_delta": float("nan")}, votes) == ""
+
+
+def test_a_published_table_replaces_its_block_in_the_pages_that_show_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(ablation, "REPO_ROOT", tmp_path)
+    (tmp_path / "docs" / "tables").mkdir(parents=True)
+    table = tmp_path / "docs" / "tables" / "w-ablation.md"
+    table.write_text("| row |\n|---|\n| new |\n")
+    shown = tmp_path / "docs" / "results.md"
+    shown.write_text("head\n" + ablation.table_block("docs/tables/w-ablation.md", "| old |") + "\ntail\n")
+    other = tmp_path / "docs" / "other.md"
+    other.write_text("no table here\n")
+    assert ablation.update_table_blocks(tmp_path / "docs", table) == [shown]
+    assert shown.read_text() == (
+        "head\n<!-- table: docs/tables/w-ablation.md (written by make ablation --publish; do not edit) -->\n"
+        "| row |\n|---|\n| new |\n<!-- /table -->\ntail\n")
+    assert other.read_text() == "no table here\n"
