@@ -88,11 +88,56 @@ CHOICES = (
     Row("training captions colour brand type", {"car_caption_form": "attributes"}),
     Row("brand filled too", {"attribute_fields": ["colour", "brand", "type"]}),
     Row("augmentation on unpadded images", {"augment_padded_images": False}),
-    Row("val captions completed", {"augment_val": True}),
+    Row("val captions completed", {"augment_val": True}, votes=("A",)),  # its val: other query texts
     Row("epoch 5 submitted", {"submit_epoch": 5}, trains=False, votes=("A",)),  # val chose the default's
-    Row("the reference's steps", REFERENCE_STEPS),
+    Row("the reference's steps", REFERENCE_STEPS, votes=("A",)),
 )
 ROWS = {row.name: row for row in CHAIN + CHOICES}
+
+# `--rows defaults`: each default of a profile against its alternative (make confirm on a new world)
+TRAINING_ALTERNATIVES: dict[str, Callable[[Any], Any]] = {
+    "attribute_augmentation": lambda v: not v,
+    "photometric_jitter_prob": lambda v: 0.0 if v else 0.8,
+    "lr": lambda v: float(f"{v / 3:.2g}"),  # 3e-4 -> 1e-4
+    "car_caption_form": lambda v: "sentence" if v == "attributes" else "attributes",
+    "attribute_fields": lambda v: ["colour", "type"] if "brand" in v else ["colour", "brand", "type"],
+    "augment_padded_images": lambda v: not v,
+    "augment_val": lambda v: not v,
+}
+SCORING_ALTERNATIVES: dict[str, Callable[[Any], list[Any]]] = {
+    "submit_epoch": lambda v: [0 if v else 5],
+    "soup": lambda v: [m for m in ("greedy", "uniform", "wise") if m != v],
+    "rerank": lambda v: [m for m in ("a3r", "aqe", "kreciprocal") if m != v],
+    "query_policy": lambda v: [p for p in ("none", "strip_prefix", "surveillance") if p != v],
+    "category_aware": lambda v: [not v],
+}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list):
+        return " ".join(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _votes(key: str, value: Any) -> tuple[str, ...]:
+    """Who votes on a default's alternative: val's own queries change with augment_val, and val chose
+    the epoch of the side that keeps the best val epoch; a soup or WiSE-FT chose on val and A."""
+    if key in ("augment_val", "submit_epoch"):
+        return ("A",)
+    return () if key == "soup" and value in ("greedy", "wise") else ("val", "A")
+
+
+def default_rows(cfg: Config) -> dict[str, Row]:
+    """The zero-shot row, the default, and each default's alternative as a row named `key value`."""
+    rows = [Row(ZERO_SHOT, trains=False, against=""), Row(DEFAULT, against=ZERO_SHOT)]
+    for key, other in TRAINING_ALTERNATIVES.items():
+        value = other(getattr(cfg, key))
+        rows.append(Row(f"{key} {_shown(value)}", {key: value}, votes=_votes(key, value)))
+    for key, others in SCORING_ALTERNATIVES.items():
+        for value in others(getattr(cfg, key)):
+            rows.append(Row(f"{key} {_shown(value)}", {key: value}, trains=False, votes=_votes(key, value)))
+    rows.append(ROWS["ensemble of the seeds"])
+    return {row.name: row for row in rows}
 
 
 def _slug(name: str) -> str:
@@ -112,7 +157,7 @@ def run_rows(base_cfg: Config, base_run: Path, rows: Sequence[Row], seeds: Seque
              progress: bool = True, log: Callable[[str], None] = print) -> dict[str, list[Path]]:
     """Run every row (training rows first) and return its scored run folders (row_paths)."""
     root = base_cfg.path("runs_root")
-    default_runs = row_paths(root, base_run, ROWS[DEFAULT], seeds, label)
+    default_runs = row_paths(root, base_run, Row(DEFAULT), seeds, label)
     for row in sorted(rows, key=lambda r: (not r.trains, r.name != DEFAULT)):  # training rows first
         cfg = base_cfg.replace(**row.overrides)
         if row.name == ZERO_SHOT:
@@ -293,7 +338,7 @@ def run_jobs(args: argparse.Namespace, base_run: Path, root: Path, rows: Sequenc
     """The rows in --jobs processes side by side (each deterministic: the split changes no figure),
     their output in <run>-<label>-job<i>.log; a job that fails stops the tables."""
     common = ["--run", str(base_run), "--seeds", *map(str, args.seeds), "--label", args.label,
-              "--no-progress"]
+              "--rows", args.rows, "--no-progress"]
     if any(row.name == ZERO_SHOT for row in rows):
         if main([*common, "--only", ZERO_SHOT]) != 0:
             raise KitError("the zero-shot row failed")
@@ -344,6 +389,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--publish", type=Path, default=None, metavar="FOLDER",
                         help="also write the tables there (docs/tables: the results page shows them)")
     parser.add_argument("--name", default="", help="the tables' name instead of the run's (e.g. world0)")
+    parser.add_argument("--rows", choices=("ablation", "defaults"), default="ablation",
+                        help="ablation: the chain and the choices; defaults: each default of the run's "
+                             "profile against its alternative (make confirm)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="processes side by side (2 on 2 cores: the rows split between them)")
     parser.add_argument("--no-progress", action="store_true")
@@ -351,13 +399,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         base_run = runs.find_run(args.run)
         base_cfg = runs.read_params(base_run)
-        wanted = [n.strip() for n in args.only.split(",") if n.strip()] or list(ROWS)
-        unknown = [n for n in wanted if n not in ROWS]
+        table_rows = ROWS if args.rows == "ablation" else default_rows(base_cfg)
+        wanted = [n.strip() for n in args.only.split(",") if n.strip()] or list(table_rows)
+        unknown = [n for n in wanted if n not in table_rows]
         if unknown:
-            raise config_mod.ConfigError(f"--only: unknown rows {unknown}; rows: {', '.join(ROWS)}")
+            raise config_mod.ConfigError(f"--only: unknown rows {unknown}; rows: {', '.join(table_rows)}")
         if args.jobs > 1:
-            run_jobs(args, base_run, base_cfg.path("runs_root"), [ROWS[n] for n in wanted])
-        folders = run_rows(base_cfg, base_run, [ROWS[n] for n in wanted], args.seeds, args.label,
+            run_jobs(args, base_run, base_cfg.path("runs_root"), [table_rows[n] for n in wanted])
+        folders = run_rows(base_cfg, base_run, [table_rows[n] for n in wanted], args.seeds, args.label,
                            progress=not args.no_progress)  # after --jobs: every seed scored, nothing runs
     except KitError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -365,13 +414,13 @@ def main(argv: list[str] | None = None) -> int:
     # --only runs just those rows (another process may be running the rest: two can share the cores);
     # the rows they are compared with join the tables when their seeds are scored
     root = base_cfg.path("runs_root")
-    for name in {ROWS[n].against for n in wanted} - {"", *folders}:
-        paths = row_paths(root, base_run, ROWS[name], args.seeds, args.label)
+    for name in {table_rows[n].against for n in wanted} - {"", *folders}:
+        paths = row_paths(root, base_run, table_rows[name], args.seeds, args.label)
         if scored(paths):
             folders[name] = paths
         else:
             print(f"note: {name!r} is not scored yet: the rows compared with it have no change column")
-    rows = [row for row in ROWS.values() if row.name in folders]
+    rows = [row for row in table_rows.values() if row.name in folders]
     aps = per_query(folders)
     for folder in [base_cfg.path("runs_root"), *([args.publish] if args.publish else [])]:
         paths = table_paths(Path(folder), args.name or base_run.name, args.label)

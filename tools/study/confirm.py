@@ -6,10 +6,11 @@ The demo generator makes a whole synthetic world from `demo_seed`: its own train
 images and captions, its own corpus and so its own foundation model, and its own board split. World
 0 is the deciding world: every default was chosen on it, and its test answers were looked at
 (docs/results.md). World 1 serves only this command. It runs 01_prepare and 02_augment into
-runs/demo/world1 (data under data/demo-world1, foundation pretrained there), then every row of the
-ablation on it (tools.study.ablation, three seeds, two processes side by side), and publishes the
-tables as docs/tables/world1-confirm.{md,csv} with per-seed and per-query files. A default holds
-when the world-1 row agrees with the world-0 one by the same rule (val and A, seed-aware intervals).
+runs/demo/world1 (data under data/demo-world1, foundation pretrained there), then each default of
+the demo profile against its alternative (tools.study.ablation --rows defaults: three seeds, two
+processes side by side), and publishes the tables as docs/tables/world1-confirm.{md,csv} with
+per-seed and per-query files. A default holds when no alternative beats it there by the same rule
+(val and A, seed-aware intervals).
 Resumable: finished seeds are not run again.
 """
 from __future__ import annotations
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: world 0 decided the defaults; confirm them on another (--world 1)", file=sys.stderr)
         return 2
     run_dir = prepare_world(args.world)
-    return ablation.main(["--run", str(run_dir), "--label", LABEL, "--seeds", *map(str, args.seeds),
+    return ablation.main(["--run", str(run_dir), "--rows", "defaults", "--label", LABEL,
+                          "--seeds", *map(str, args.seeds),
                           "--jobs", str(args.jobs), "--publish", str(PUBLISH), "--name", f"world{args.world}",
                           "--no-progress", *(["--only", args.only] if args.only else [])])
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import runs
+from lib import config, runs
 from tools.study import ablation
 from tools.study.ablation import DEFAULT, Row
 
@@ -147,3 +147,22 @@ def test_a_published_table_replaces_its_block_in_the_pages_that_show_it(tmp_path
         "head\n<!-- table: docs/tables/w-ablation.md (written by make ablation --publish; do not edit) -->\n"
         "| row |\n|---|\n| new |\n<!-- /table -->\ntail\n")
     assert other.read_text() == "no table here\n"
+
+
+def test_default_rows_put_each_default_against_its_alternative():
+    cfg = config.load("demo", attribute_augmentation=True, photometric_jitter_prob=0.8, lr=3e-4,
+                      car_caption_form="attributes", attribute_fields=["colour", "brand", "type"],
+                      augment_padded_images=False, augment_val=False, submit_epoch=5, soup="none",
+                      rerank="none", query_policy="strip_prefix", category_aware=False)
+    rows = ablation.default_rows(cfg)
+    assert list(rows) == [
+        "zero-shot", "default", "attribute_augmentation False", "photometric_jitter_prob 0", "lr 0.0001",
+        "car_caption_form sentence", "attribute_fields colour type", "augment_padded_images True",
+        "augment_val True", "submit_epoch 0", "soup greedy", "soup uniform", "soup wise", "rerank a3r",
+        "rerank aqe", "rerank kreciprocal", "query_policy none", "query_policy surveillance",
+        "category_aware True", "ensemble of the seeds"]
+    assert rows["lr 0.0001"].overrides == {"lr": 1e-4} and rows["lr 0.0001"].trains
+    assert rows["default"].against == "zero-shot" and rows["soup uniform"].against == "default"
+    assert not rows["query_policy none"].trains and rows["query_policy none"].votes == ("val", "A")
+    assert rows["submit_epoch 0"].votes == rows["augment_val True"].votes == ("A",)
+    assert rows["soup greedy"].votes == rows["soup wise"].votes == ()
