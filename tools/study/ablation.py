@@ -187,6 +187,13 @@ def _ensemble(cfg: Config, members: list[Path], out: Path, log: Callable[[str], 
     return score_ensemble(cfg, members, out)
 
 
+def _link(src: str, dst: str) -> None:
+    """A hard link; one left by an interrupted rescore is kept, so the rescore resumes."""
+    if os.path.exists(dst) and os.path.samefile(src, dst):
+        return
+    os.link(src, dst)
+
+
 def _rescore(cfg: Config, trained: Path, label: str, row: Row, progress: bool, log) -> Path:
     """The trained seed's data and checkpoints (hard links), scored with the row's overrides."""
     out = trained.with_name(trained.name.replace(f"-{label}-{DEFAULT}-", f"-{label}-{_slug(row.name)}-"))
@@ -197,7 +204,7 @@ def _rescore(cfg: Config, trained: Path, label: str, row: Row, progress: bool, l
     seeded = cfg.replace(seed=runs.read_params(trained).seed, run_name=out.name)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copytree(trained / "data", out / "data", dirs_exist_ok=True)
-    shutil.copytree(trained / "checkpoints", out / "checkpoints", dirs_exist_ok=True, copy_function=os.link)
+    shutil.copytree(trained / "checkpoints", out / "checkpoints", dirs_exist_ok=True, copy_function=_link)
     for name in ("metrics.jsonl",):
         shutil.copy2(trained / name, out / name)
     runs.write_params(seeded, out)

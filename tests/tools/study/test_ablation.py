@@ -166,3 +166,15 @@ def test_default_rows_put_each_default_against_its_alternative():
     assert not rows["query_policy none"].trains and rows["query_policy none"].votes == ("val", "A")
     assert rows["submit_epoch 0"].votes == rows["augment_val True"].votes == ("A",)
     assert rows["soup greedy"].votes == rows["soup wise"].votes == ()
+
+
+def test_a_rescore_interrupted_while_linking_checkpoints_resumes(tmp_path):
+    """The links an interrupted rescore left are kept; a different file in their place is refused."""
+    source, target, other = tmp_path / "epoch_1.pt", tmp_path / "copy.pt", tmp_path / "other.pt"
+    source.write_bytes(b"weights")
+    other.write_bytes(b"weights")
+    ablation._link(str(source), str(target))
+    ablation._link(str(source), str(target))  # the second pass of a resumed rescore
+    assert target.stat().st_ino == source.stat().st_ino
+    with pytest.raises(FileExistsError):
+        ablation._link(str(source), str(other))
