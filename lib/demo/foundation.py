@@ -56,7 +56,7 @@ def pretraining_config(cfg: Config) -> Config:
                        batch_size=cfg.foundation_batch_size, warmup_steps=cfg.foundation_warmup_steps,
                        schedule_epochs=cfg.foundation_epochs, stop_epoch=cfg.foundation_epochs,
                        accum_steps=1, eval_every=cfg.foundation_epochs,
-                       photometric_jitter_prob=0.0)
+                       submit_epoch=cfg.foundation_epochs, photometric_jitter_prob=0.0)
 
 
 def recipe(cfg: Config) -> dict:

@@ -27,5 +27,5 @@ def make_table(folder, n=N_IMAGES):
 def tiny_cfg(tmp_path, **overrides):
     values = dict(model="kit-micro-vit", pretrained="", batch_size=BATCH, workers=0, warmup_steps=2,
                   schedule_epochs=3, stop_epoch=2, log_every=2, device="cpu", lr=1e-3, seed=0,
-                  runs_root=str(tmp_path / "runs"))
+                  submit_epoch=0, runs_root=str(tmp_path / "runs"))
     return config.load("smoke", **{**values, **overrides})

@@ -51,7 +51,7 @@ def kit_config(spec: dict[str, Any]) -> Config:
                        seed=spec["seed"], lr=spec["lr"], weight_decay=spec["weight_decay"],
                        beta1=spec["beta1"],
                        beta2=spec["beta2"], eps=spec["eps"], warmup_steps=LR_WARMUP_STEPS, schedule_epochs=1,
-                       stop_epoch=1, eval_every=1, log_every=1000000, threads=spec["threads"],
+                       stop_epoch=1, submit_epoch=1, eval_every=1, log_every=1000000, threads=spec["threads"],
                        photometric_jitter_prob=0.0)  # the same augmentation as open_clip_train's defaults
 
 
