@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import subprocess
 
 import pytest
 
 from lib.paths import REPO_ROOT
+from tools.study import ablation
 
 PAGES = [REPO_ROOT / "README.md", REPO_ROOT / "data" / "README.md", REPO_ROOT / "lib" / "README.md",
          *sorted((REPO_ROOT / "docs").glob("*.md"))]
@@ -49,3 +51,28 @@ def test_nothing_speaks_of_how_it_was_written():
                          r"not available to measure", re.I)
     found = [(p.name, m.group(0)) for p in PAGES for m in phrases.finditer(_text(p))]
     assert not found, found
+
+
+TABLE = re.compile(r"<!-- table: (docs/tables/[\w.-]+\.md) \(written by make ablation --publish; "
+                   r"do not edit\) -->\n(.*?)\n<!-- /table -->", re.S)
+
+
+def test_the_docs_ablation_tables_are_the_committed_files_and_their_csv():
+    """Each table the docs show is its docs/tables/ file, which git tracks, and which is its CSV's
+    figures as the ablation writes them (so the CSV's per-seed and per-query files are what it says)."""
+    shown = [(page, match) for page in PAGES for match in TABLE.finditer(_text(page))]
+    assert {match.group(1) for _, match in shown} >= {"docs/tables/world0-ablation.md"}
+    listed = subprocess.run(["git", "ls-files", "docs/tables"], cwd=REPO_ROOT, capture_output=True,
+                            text=True)
+    tracked = set(listed.stdout.split()) if listed.returncode == 0 else None
+    for page, match in shown:
+        path = REPO_ROOT / match.group(1)
+        assert path.read_text(encoding="utf-8").rstrip("\n") == match.group(2), f"{page.name}: {path.name}"
+        frame = ablation.read_table(path.with_suffix(".csv").read_text(encoding="utf-8"))
+        assert ablation.markdown(frame) == match.group(2), f"{path.name} is not its CSV"
+        stem = path.with_suffix("").name
+        for companion in (path.with_suffix(".csv"), path.with_name(f"{stem}-seeds.csv"),
+                          path.with_name(f"{stem}-per-query.csv.gz")):
+            assert companion.is_file(), companion
+            if tracked is not None:  # a checkout with its git history
+                assert companion.relative_to(REPO_ROOT).as_posix() in tracked, f"{companion} is not committed"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import io
 import os
 import shutil
 import subprocess
@@ -309,16 +310,24 @@ def table_paths(folder: Path, run_name: str, label: str) -> dict[str, Path]:
             "per_query": folder / f"{stem}-per-query.csv.gz"}
 
 
+def read_table(csv_text: str) -> pd.DataFrame:
+    """A table written by write_tables, read back: empty cells are NaN for figures, "" for words."""
+    frame = pd.read_csv(io.StringIO(csv_text), keep_default_na=False, na_values=[""])
+    words = ["row", "against", "verdict"]
+    frame[words] = frame[words].astype(object).where(frame[words].notna(), "")
+    return frame
+
+
 def write_tables(rows: Sequence[Row], aps: pd.DataFrame, paths: dict[str, Path]) -> str:
     """The four files (the gzip without a time stamp: the same tables, the same bytes); the Markdown."""
-    frame = table(rows, aps)
+    csv_text = table(rows, aps).to_csv(index=False, float_format="%.6f", lineterminator="\n")
     paths["csv"].parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(paths["csv"], frame.to_csv(index=False, float_format="%.4f", lineterminator="\n"))
+    atomic_write_text(paths["csv"], csv_text)
     atomic_write_text(paths["seeds"], seed_table(aps).to_csv(index=False, float_format="%.4f",
                                                              lineterminator="\n"))
     data = aps.to_csv(index=False, lineterminator="\n").encode("utf-8")
     atomic_write_bytes(paths["per_query"], gzip.compress(data, mtime=0))
-    text = markdown(frame)
+    text = markdown(read_table(csv_text))  # from the CSV's figures: the two files cannot disagree
     atomic_write_text(paths["md"], text + "\n")
     return text
 
