@@ -2,6 +2,7 @@
 import json
 
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -44,21 +45,24 @@ def test_02_augment_completes_car_captions_only(smoke_notebook, smoke_workspace)
     table = pd.read_csv(run_dir / "data" / "train_augmented.csv", keep_default_na=False)
     cars = table[table["kind"] == "car"]
     changed = cars[cars["title"] != cars["original_title"]]
-    # every training car caption lacks its colour (a bare type or brand) or its type ("colour Brand"):
-    # each is completed, with exactly the fields it lacks (colour and type are the smoke's fields)
+    # every training car caption is a bare type ("Minivan.": no colour, no brand) or "colour Brand" (no
+    # type): each is completed, with exactly the fields it lacks (the smoke fills all three, as the demo)
     assert len(changed) == len(cars) > 0
     truth = read_truth(smoke_workspace["root"] / "data", "train").set_index("image").loc[cars["image"]]
     lacks_colour = ~truth["attribute"].str[0].str.islower().to_numpy()
+    lacks_brand = ~np.array([b in a for a, b in zip(truth["attribute"], truth["brand"], strict=True)])
     lacks_type = (truth["attribute"].str.rstrip(".") != truth["type"]).to_numpy()
     assert ((cars["filled_colour"] != "").to_numpy() == lacks_colour).all()
+    assert ((cars["filled_brand"] != "").to_numpy() == lacks_brand).all()
     assert ((cars["filled_type"] != "").to_numpy() == lacks_type).all()
-    assert (cars["filled_brand"] == "").all() and lacks_colour.any() and lacks_type.any()
+    assert lacks_colour.any() and lacks_brand.any() and lacks_type.any()
+    assert cars["title"].str.fullmatch(r"[a-z]+ \S.* \S*[^.]").all()  # the reference's form: white Audi SUV
 
 
 def test_03_train_writes_checkpoints_and_curves(smoke_notebook, smoke_workspace):
     executed = smoke_notebook("03_train")
     run_dir = smoke_workspace["run_dir"]
-    assert "kept epoch: 1 (by val_map10_official)" in _outputs_text(executed)
+    assert "kept epoch: 1 (by submit_epoch)" in _outputs_text(executed)  # the smoke's last, as the demo's 5
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1], "evaluated at the start and after the one smoke epoch"
     assert rows[1]["val_map10_official"] > rows[0]["val_map10_official"]  # 03 checks the gain too

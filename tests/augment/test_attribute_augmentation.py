@@ -207,7 +207,8 @@ def test_augment_run_builds_model_once_and_is_deterministic(tmp_path, monkeypatc
 
     monkeypatch.setattr(factory, "create_model", spy)
     cfg = config.load("demo", model="kit-micro-vit", pretrained="", device="cpu", workers=0,
-                      eval_batch_size=1, attribute_fields=["colour", "brand", "type"], car_caption_form="sentence")
+                      eval_batch_size=1, attribute_fields=["colour", "brand", "type"],
+                      car_caption_form="sentence")
     run = _run_dir(tmp_path)
     out = augment.augment_run(cfg, run, progress=False)
     assert len(built) == 1  # once per run, whatever the number of batches (1 image a batch here)
