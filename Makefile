@@ -36,7 +36,7 @@ help: ## list the targets
 setup: $(STAMP) ## create the environment: .venv with the pinned packages, the kit installed in it (editable), a Jupyter kernel
 
 # The pins install with uv (pinned in requirements.txt, installed by pip first), told pip's own indexes,
-# wheel folders and constraints (tools/uv_args.py): about 3 times faster than pip (docs/benchmarks.md).
+# wheel folders and constraints (tools/uv_args.py): about 5 times faster than pip (docs/benchmarks.md).
 # pip installs them where uv cannot be had or fails, or with INSTALLER=pip.
 INSTALLER ?= uv
 $(STAMP): requirements.txt pyproject.toml
