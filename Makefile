@@ -11,6 +11,8 @@ LAB_ARGS ?=
 SEEDS ?= 0 1 2
 LABEL ?= study
 MUTATION_JOBS ?= 2
+# pytest-xdist workers for make test and test-fast: one per core (0 runs the tests in pytest's process)
+TEST_JOBS ?= 2
 PYTHON ?= python3
 KERNEL := fmc-track2-kit
 # The environment the targets use: .venv (made by the first target that needs it), or the conda
@@ -73,12 +75,12 @@ confirm: $(STAMP) ## every demo default again on a world no choice has seen (dem
 	$(PY) -m tools.study.confirm --seeds $(SEEDS) $(ARGS)
 
 test: $(STAMP) ## run the whole test suite (unit tests, notebooks with papermill, nbval record)
-	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is broken (tests/ missing?)" >&2; fi; \
 	exit $$rc
 
 test-fast: $(STAMP) ## the unit tests without the slow ones (pipelines, notebooks, record, DDP): a minute or two
-	@$(PY) -m pytest -m "not slow" $(PYTEST_ARGS); rc=$$?; \
+	@$(PY) -m pytest -m "not slow" -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is broken (tests/ missing?)" >&2; fi; \
 	exit $$rc
 
