@@ -76,3 +76,21 @@ def test_the_docs_ablation_tables_are_the_committed_files_and_their_csv():
             assert companion.is_file(), companion
             if tracked is not None:  # a checkout with its git history
                 assert companion.relative_to(REPO_ROOT).as_posix() in tracked, f"{companion} is not committed"
+
+
+def _github_anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped (not - or _), spaces as -."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_link_to_a_section_names_a_heading_of_its_page():
+    """A link's #anchor is the GitHub anchor of a heading in the page it points at."""
+    assert _github_anchor("The reference's steps: `make x`") == "the-references-steps-make-x"
+    broken = []
+    for page in PAGES:
+        for target, anchor in re.findall(r"\]\(([\w./-]*\.md)?#([\w-]+)\)", _text(page)):
+            linked = (page.parent / target) if target else page
+            headings = re.findall(r"^#+ (.+)$", _text(linked), re.M)
+            if anchor not in {_github_anchor(h) for h in headings}:
+                broken.append(f"{page.name} -> {target}#{anchor}")
+    assert not broken, broken
