@@ -71,7 +71,7 @@ seed-study: $(STAMP) ## fine-tune RUN's prepared data again under seeds 0 1 2, t
 ablation: $(STAMP) ## the README's ablation and choices: every row three seeds of RUN's data, val / A / B with paired intervals (about an hour)
 	$(PY) -m tools.study.ablation --run $(RUN) --seeds $(SEEDS) $(ARGS)
 
-confirm: $(STAMP) ## every demo default again on a world no choice has seen (demo_seed 1): docs/tables/world1-confirm.md (about 2 hours)
+confirm: $(STAMP) ## every demo default again on a world no choice has seen (demo_seed 1): docs/tables/world1-confirm.md (1 h 23 min on 2 cores)
 	$(PY) -m tools.study.confirm --seeds $(SEEDS) $(ARGS)
 
 test: $(STAMP) ## run the whole test suite (unit tests, notebooks with papermill, nbval record)
