@@ -68,7 +68,7 @@ foundation: $(STAMP) ## pretrain the demo's shipped foundation model again from 
 seed-study: $(STAMP) ## fine-tune RUN's prepared data again under seeds 0 1 2, table with the spread (ARGS: key=value)
 	$(PY) -m tools.study.seed_study --run $(RUN) --seeds $(SEEDS) --label $(LABEL) $(ARGS)
 
-ablation: $(STAMP) ## the README's ablation and choices: every row three seeds of RUN's data, val / A / B with paired intervals (about an hour)
+ablation: $(STAMP) ## the ablation of docs/results.md: every row three seeds of RUN's data, val / A / B with paired intervals (about 1 h 25 min on 2 cores, ARGS=--jobs 2)
 	$(PY) -m tools.study.ablation --run $(RUN) --seeds $(SEEDS) $(ARGS)
 
 confirm: $(STAMP) ## every demo default again on a world no choice has seen (demo_seed 1): docs/tables/world1-confirm.md (1 h 23 min on 2 cores)
@@ -79,7 +79,7 @@ test: $(STAMP) ## run the whole test suite (unit tests, notebooks with papermill
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is broken (tests/ missing?)" >&2; fi; \
 	exit $$rc
 
-test-fast: $(STAMP) ## the unit tests without the slow ones (pipelines, notebooks, record, DDP): a minute or two
+test-fast: $(STAMP) ## the unit tests without the slow ones (pipelines, notebooks, record, DDP): about 35 s
 	@$(PY) -m pytest -m "not slow" -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is broken (tests/ missing?)" >&2; fi; \
 	exit $$rc
