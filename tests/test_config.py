@@ -37,6 +37,17 @@ def test_competition_profile_is_the_reference_recipe():
     assert (cfg.batch_size, cfg.lr, cfg.warmup_steps) == (25, 4e-7, 10000)
     assert (cfg.schedule_epochs, cfg.stop_epoch) == (30, 5)
     assert (cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay) == (0.9, 0.98, 1e-6, 0.01)
+    # the reference's attribute-augmentation steps and its fixed epoch (docs/reference.md)
+    assert (cfg.attribute_fields, cfg.augment_padded_images) == (["colour", "brand", "type"], False)
+    assert (cfg.car_caption_form, cfg.augment_val, cfg.submit_epoch) == ("attributes", True, 5)
+
+
+def test_the_demo_keeps_the_reference_steps_but_the_padding_its_ablation_measured():
+    demo, competition = config.load("demo"), config.load("competition")
+    keys = ("attribute_fields", "car_caption_form", "augment_val", "submit_epoch", "query_policy", "soup",
+            "rerank")
+    assert {k: getattr(demo, k) for k in keys} == {k: getattr(competition, k) for k in keys}
+    assert (demo.augment_padded_images, demo.photometric_jitter_prob) == (True, 0.8)  # its departures
 
 
 def test_unknown_key_is_refused_with_the_valid_keys():
