@@ -157,11 +157,17 @@ def test_an_altered_embedding_cache_is_not_reused(clip, gallery, tmp_path):
 
 
 # --- kill at any moment, then continue: the same bytes ---------------------------------------------
+def _as_from_a_terminal() -> None:
+    """Ctrl-C's default in the child, as in a terminal: a test run started in the background (`make
+    test &`, a CI runner) hands its children SIGINT ignored, and an ignored SIGINT stays ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args: list[str]) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.Popen([sys.executable, "-m", "lib.pipeline", *args], cwd=REPO_ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_as_from_a_terminal)
 
 
 def _wait_for(path: Path, process: subprocess.Popen, timeout_s: float = 240) -> None:
@@ -232,7 +238,7 @@ def test_ctrl_c_in_python_m_lib_train_is_one_line_with_the_way_on(smoke_notebook
     process = subprocess.Popen([sys.executable, "-m", "lib.train", "--run-dir", str(run), "stop_epoch=2"],
                                cwd=REPO_ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)
+                               start_new_session=True, preexec_fn=_as_from_a_terminal)
     _wait_for(run / "checkpoints" / "latest.pt.sha256", process)
     out = _stop(process, signal.SIGINT)
     assert process.returncode == 130 and "Traceback" not in out, out[-3000:]
