@@ -48,6 +48,15 @@ DEFAULT = "default"
 BOARDS = (("val", "val", ""), ("A", "test", "A"), ("B", "test", "B"))  # column, split, board in per_query.csv
 
 
+def _votes(key: str, value: Any) -> tuple[str, ...]:
+    """The boards that vote on a change of `key` to `value`: not one that chose the row's own
+    parameters (a greedy soup's ingredients, WiSE-FT's alpha: on val and A), nor val where its own
+    queries change (augment_val) or where it chose the epoch one side keeps (submit_epoch)."""
+    if key in ("augment_val", "submit_epoch"):
+        return ("A",)
+    return () if key == "soup" and value in ("greedy", "wise") else ("val", "A")
+
+
 @dataclass(frozen=True)
 class Row:
     """One line of the tables: what it changes, whether it trains, and what it is compared with."""
@@ -57,9 +66,12 @@ class Row:
     trains: bool = True  # False: the default's trained seeds, scored again with the overrides
     against: str = DEFAULT
     ensemble: bool = False  # the default's seeds fused into one ranking (tools.study.ensemble)
-    # the boards that vote on it: not one that chose the row's own parameters (a soup's ingredients,
-    # WiSE-FT's alpha: on val and A), nor val where the compared row's epoch was chosen on val
-    votes: tuple[str, ...] = ("val", "A")
+
+    @property
+    def votes(self) -> tuple[str, ...]:
+        """The boards that vote on every one of its overrides (_votes)."""
+        return tuple(board for board in ("val", "A")
+                     if all(board in _votes(key, value) for key, value in self.overrides.items()))
 
 
 CHAIN = (
@@ -69,7 +81,7 @@ CHAIN = (
     Row("+ attribute augmentation", {"photometric_jitter_prob": 0.0},
         against="fine-tuned alone (no augmentation or jitter)"),
     Row(DEFAULT, against="+ attribute augmentation"),  # + the photometric jitter
-    Row("+ greedy soup", {"soup": "greedy"}, trains=False, votes=()),
+    Row("+ greedy soup", {"soup": "greedy"}, trains=False),
     Row("+ A3R re-ranking", {"rerank": "a3r"}, trains=False),
 )
 REFERENCE_STEPS = {"car_caption_form": "attributes", "attribute_fields": ["colour", "brand", "type"],
@@ -78,7 +90,7 @@ CHOICES = (
     Row("no attribute augmentation", {"attribute_augmentation": False}),  # the default without it
     Row("lr 1e-4", {"lr": 1e-4}),
     Row("uniform soup", {"soup": "uniform"}, trains=False),
-    Row("WiSE-FT (alpha on the grid)", {"soup": "wise"}, trains=False, votes=()),
+    Row("WiSE-FT (alpha on the grid)", {"soup": "wise"}, trains=False),
     Row("ensemble of the seeds", trains=False, ensemble=True),
     Row("query policy none", {"query_policy": "none"}, trains=False),
     Row("query policy surveillance", {"query_policy": "surveillance"}, trains=False),
@@ -89,9 +101,9 @@ CHOICES = (
     Row("training captions colour brand type", {"car_caption_form": "attributes"}),
     Row("brand filled too", {"attribute_fields": ["colour", "brand", "type"]}),
     Row("augmentation on unpadded images", {"augment_padded_images": False}),
-    Row("val captions completed", {"augment_val": True}, votes=("A",)),  # its val: other query texts
-    Row("epoch 5 submitted", {"submit_epoch": 5}, trains=False, votes=("A",)),  # val chose the default's
-    Row("the reference's steps", REFERENCE_STEPS, votes=("A",)),
+    Row("val captions completed", {"augment_val": True}),  # its val: other query texts, A votes
+    Row("epoch 5 submitted", {"submit_epoch": 5}, trains=False),  # val chose the default's: A votes
+    Row("the reference's steps", REFERENCE_STEPS),
 )
 ROWS = {row.name: row for row in CHAIN + CHOICES}
 
@@ -120,23 +132,15 @@ def _shown(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _votes(key: str, value: Any) -> tuple[str, ...]:
-    """Who votes on a default's alternative: val's own queries change with augment_val, and val chose
-    the epoch of the side that keeps the best val epoch; a soup or WiSE-FT chose on val and A."""
-    if key in ("augment_val", "submit_epoch"):
-        return ("A",)
-    return () if key == "soup" and value in ("greedy", "wise") else ("val", "A")
-
-
 def default_rows(cfg: Config) -> dict[str, Row]:
     """The zero-shot row, the default, and each default's alternative as a row named `key value`."""
     rows = [Row(ZERO_SHOT, trains=False, against=""), Row(DEFAULT, against=ZERO_SHOT)]
     for key, other in TRAINING_ALTERNATIVES.items():
         value = other(getattr(cfg, key))
-        rows.append(Row(f"{key} {_shown(value)}", {key: value}, votes=_votes(key, value)))
+        rows.append(Row(f"{key} {_shown(value)}", {key: value}))
     for key, others in SCORING_ALTERNATIVES.items():
         for value in others(getattr(cfg, key)):
-            rows.append(Row(f"{key} {_shown(value)}", {key: value}, trains=False, votes=_votes(key, value)))
+            rows.append(Row(f"{key} {_shown(value)}", {key: value}, trains=False))
     rows.append(ROWS["ensemble of the seeds"])
     return {row.name: row for row in rows}
 
@@ -318,9 +322,10 @@ def read_table(csv_text: str) -> pd.DataFrame:
     return frame
 
 
-def write_tables(rows: Sequence[Row], aps: pd.DataFrame, paths: dict[str, Path]) -> str:
-    """The four files (the gzip without a time stamp: the same tables, the same bytes); the Markdown."""
-    csv_text = table(rows, aps).to_csv(index=False, float_format="%.6f", lineterminator="\n")
+def write_tables(frame: pd.DataFrame, aps: pd.DataFrame, paths: dict[str, Path]) -> str:
+    """`table`'s frame and the per-query APs as the four files (the gzip without a time stamp: the same
+    tables, the same bytes); the Markdown."""
+    csv_text = frame.to_csv(index=False, float_format="%.6f", lineterminator="\n")
     paths["csv"].parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(paths["csv"], csv_text)
     atomic_write_text(paths["seeds"], seed_table(aps).to_csv(index=False, float_format="%.4f",
@@ -438,9 +443,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: {name!r} is not scored yet: the rows compared with it have no change column")
     rows = [row for row in table_rows.values() if row.name in folders]
     aps = per_query(folders)
+    frame = table(rows, aps)  # the bootstraps, once for every folder written
     for folder in [base_cfg.path("runs_root"), *([args.publish] if args.publish else [])]:
         paths = table_paths(Path(folder), args.name or base_run.name, args.label)
-        text = write_tables(rows, aps, paths)
+        text = write_tables(frame, aps, paths)
         print(f"tables: {', '.join(str(p) for p in paths.values())}")
         if args.publish and Path(folder) == args.publish and paths["md"].resolve().is_relative_to(REPO_ROOT):
             for page in update_table_blocks(REPO_ROOT / "docs", paths["md"]):

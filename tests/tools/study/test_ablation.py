@@ -53,7 +53,8 @@ def test_the_published_tables_are_the_same_bytes_from_the_same_scores(tmp_path):
     first = ablation.table_paths(tmp_path / "a", "world0", "ablation")
     second = ablation.table_paths(tmp_path / "b", "world0", "ablation")
     rows = [Row(DEFAULT, against="")]
-    assert ablation.write_tables(rows, aps, first) == ablation.write_tables(rows, aps, second)
+    assert ablation.write_tables(ablation.table(rows, aps), aps, first) == ablation.write_tables(
+        ablation.table(rows, aps), aps, second)
     assert all(first[k].read_bytes() == second[k].read_bytes() for k in first)
     back = pd.read_csv(first["per_query"])
     assert len(back) == 2 * 40 and set(back.columns) == {"row", "seed", "split", "board", "query", "ap"}
