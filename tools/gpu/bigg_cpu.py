@@ -41,11 +41,11 @@ from lib.model import text_trim
 from lib.model.factory import create_model
 from lib.paths import REPO_ROOT, portable
 from tools.gpu.encode import measure_encode, real_size
+from tools.gpu.measure import GB
 from tools.gpu.proof import PLAN_MODEL
 from tools.workload import captions, make_images
 
 DEFAULT_OUT = REPO_ROOT / "runs" / "bigg-cpu.json"
-GB = 1e9
 # docs/gpu.md's plan for ViT-bigG-14: parameters and fp32 weights
 PLAN = {"parameters": 2.54e9, "fp32_weights_gb": 10.2}
 # the reference's test transform as its quick-review notebook printed it (notebook-quick-review.ipynb:25-32)
