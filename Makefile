@@ -66,7 +66,7 @@ promote: $(STAMP) ## make a finished run the record in best-result-review/ (RUN=
 	$(PY) -m lib.pipeline --promote $(RUN)
 
 foundation: $(STAMP) ## pretrain the demo's shipped foundation model again from its recipe and compare the bytes
-	$(PY) -m lib.demo.foundation --profile $(PROFILE) $(ARGS)
+	$(PY) -m tools.foundation --profile $(PROFILE) $(ARGS)
 
 seed-study: $(STAMP) ## fine-tune RUN's prepared data again under seeds 0 1 2, table with the spread (ARGS: key=value)
 	$(PY) -m tools.study.seed_study --run $(RUN) --seeds $(SEEDS) --label $(LABEL) $(ARGS)

@@ -1,16 +1,8 @@
 """Captions and attributes of the demo dataset, in the competition's exact grammar.
 
-The phrase tables below were read off the 10,000 real validation lines (`val_label.txt`): every
-real person caption is one of the captions `caption_slots(vector, boots)` allows (tested), and
-within each group the real data picks the variants about uniformly, so we do too. Person vectors
-are sampled from the real validation vectors with their real frequencies
-(`lib/demo/assets/person_vectors.csv`, rebuilt by `python -m tools.demo_assets`).
-
-Cars: the real attribute is "colour Brand" (84 %), a bare type (15 %) or a bare brand (1.6 %,
-truck makers such as "Balong Heavy Truck"); the caption is a prefix plus the attribute; "an" only
-before a vowel ("an orange Honda", "A SUV"). Test queries and the pretraining corpus carry all
-three fields ("This is a grey Chery Sedan.").
-"""
+The phrase tables were read off the 10,000 real validation lines: every real person caption is one that
+`caption_slots` allows (tested), variants about uniform within a group. Person vectors are drawn with
+their real frequencies (`lib/demo/assets/person_vectors.csv`, made by `python -m tools.demo_assets`)."""
 from __future__ import annotations
 
 from functools import lru_cache
@@ -21,10 +13,8 @@ import numpy as np
 from lib.data.attributes import N_PERSON_BITS
 from lib.data.captions import article
 
-ASSETS = Path(__file__).resolve().parent / "assets"
-PERSON_TABLE = ASSETS / "person_vectors.csv"
+PERSON_TABLE = Path(__file__).resolve().parent / "assets" / "person_vectors.csv"
 
-# --- cars -----------------------------------------------------------------------------------------
 CAR_COLOURS: tuple[str, ...] = ("black", "blue", "green", "grey", "orange", "red", "white", "yellow")
 # Brand -> plausible types with weights (buses from bus makers, heavy trucks from truck makers).
 BRAND_TYPES: dict[str, dict[str, float]] = {
@@ -42,28 +32,20 @@ BRAND_TYPES: dict[str, dict[str, float]] = {
     "Balong Heavy Truck": {"Truck": 1.0},
 }
 CAR_BRANDS: tuple[str, ...] = tuple(sorted(BRAND_TYPES))
-# Truck makers whose attribute is always the bare brand, as "Balong Heavy Truck" and "Hongyan" are
-# in the real data; their share of cars is the real bare-brand share (54 of 3,413 val cars).
+# Truck makers whose attribute is always the bare brand, as "Balong Heavy Truck" and "Hongyan" are in
+# the real data. The shares are those of the 3,413 real val car lines.
 BARE_BRANDS = frozenset({"Balong Heavy Truck"})
 BARE_BRAND_SHARE = 54 / 3413
 BARE_TYPE_SHARE = 503 / 3413  # "Truck." / "A Truck."
-# "This is a(n) " vs "A(n) ": 1,723 vs 1,690 of the real val car captions.
-THIS_IS_SHARE = 1723 / 3413
-
-
-def car_prefix(next_word: str, this_is: bool) -> str:
-    art = article(next_word)
-    return f"This is {art} " if this_is else f"{art.capitalize()} "
+THIS_IS_SHARE = 1723 / 3413  # "This is a(n) ", else "A(n) "
 
 
 def sample_car(rng: np.random.Generator) -> tuple[str, str, str]:
     """(colour, brand, type): colours uniform, bare-brand makers at their real share."""
     colour = CAR_COLOURS[rng.integers(len(CAR_COLOURS))]
     others = [b for b in CAR_BRANDS if b not in BARE_BRANDS]
-    if BARE_BRANDS and rng.random() < BARE_BRAND_SHARE:
-        brand = sorted(BARE_BRANDS)[rng.integers(len(BARE_BRANDS))]
-    else:
-        brand = others[rng.integers(len(others))]
+    brand = (sorted(BARE_BRANDS)[rng.integers(len(BARE_BRANDS))] if rng.random() < BARE_BRAND_SHARE
+             else others[rng.integers(len(others))])
     types, weights = zip(*BRAND_TYPES[brand].items())
     kind = types[rng.choice(len(types), p=np.array(weights) / sum(weights))]
     return colour, brand, kind
@@ -71,11 +53,8 @@ def sample_car(rng: np.random.Generator) -> tuple[str, str, str]:
 
 def car_label(colour: str, brand: str, kind: str, rng: np.random.Generator,
               full: bool = False) -> tuple[str, str]:
-    """(attribute, caption) with a trailing period; full: colour + brand + type (queries, corpus).
-
-    Otherwise the training form: bare brand for the bare-brand makers, else a bare type
-    (`BARE_TYPE_SHARE`) or "colour Brand".
-    """
+    """(attribute, caption) with a trailing period. full: colour + brand + type (queries, corpus); else the
+    training form: the bare brand of a bare-brand maker, else a bare type or "colour Brand"."""
     if full:
         body = f"{colour} {brand} {kind}"
     elif brand in BARE_BRANDS:
@@ -84,11 +63,11 @@ def car_label(colour: str, brand: str, kind: str, rng: np.random.Generator,
         body = kind
     else:
         body = f"{colour} {brand}"
-    prefix = car_prefix(body.split(" ")[0], bool(rng.random() < THIS_IS_SHARE))
+    art = article(body.split(" ")[0])
+    prefix = f"This is {art} " if rng.random() < THIS_IS_SHARE else f"{art.capitalize()} "
     return f"{body}.", f"{prefix}{body}."
 
 
-# --- persons --------------------------------------------------------------------------------------
 OPENERS = {  # by the Female bit
     0: ("A male pedestrian is someone who walks on foot, is ", "A male pedestrian who is ",
         "A pedestrian who is male is ", "A walking man who is "),

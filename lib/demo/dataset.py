@@ -1,24 +1,7 @@
-"""The demo dataset: a miniature of the competition in its exact layout and formats.
-
-```
-<root>/train/train_images/*.jpg  train/train_label.txt   image$attribute$text (cars, then persons)
-<root>/val/val_images/*.jpg      val/val_label.txt
-<root>/test/test_images/*.jpg    test/test_text.txt      one query per gallery image, cars first
-<root>/test/test_gt.txt          organisers' GT: query$img1$img2... (relevant images, sorted)
-<root>/corpus/corpus_images/*.jpg corpus/corpus_label.txt  separate pretraining corpus, full captions
-<root>/truth/{split}.csv         what was drawn: image, kind, domain, colour, brand, type, vector, ...
-<root>/MANIFEST.json             parameters, code fingerprint, counts, sha256 of every text file and
-                                 of each split's images (a digest of "name sha256" lines)
-```
-Training captions are as incomplete as the real ones (a car caption names colour + brand or a bare
-type); test queries and the corpus name colour, brand and type. Train and val are "web" images, the
-test "surveillance" images, the corpus a 70/30 mix. Car shares per split are the real ones.
-
-Deterministic: an image depends only on (seed, split, index), so the bytes are the same whatever
-the number of worker processes. A second call with the same parameters (and the same generator
-code) is a no-op; anything else regenerates the split folders (never anything else under root,
-and never a folder that this generator did not write).
-"""
+"""The demo dataset: a miniature of the competition in its exact layout and formats (data/README.md),
+with truth/{split}.csv (what was drawn) and MANIFEST.json (parameters, code, checksums). Captions are as
+incomplete as the real ones; test queries and the corpus name colour, brand and type. An image depends
+only on (seed, split, index), whatever the worker count; regeneration removes only what this wrote."""
 from __future__ import annotations
 
 import hashlib
@@ -62,7 +45,7 @@ TRUTH_COLUMNS = ["image", "kind", "domain", "colour", "brand", "type", "vector",
 
 @dataclass(frozen=True)
 class Item:
-    """One image to draw and its line: `attribute`/`text` are the label (or query) it gets."""
+    """One image to draw and its label (or query) line."""
 
     split: str
     index: int
@@ -93,9 +76,8 @@ def _names(seed: int, sizes: dict[str, int]) -> dict[str, tuple[list[str], list[
     seen: set[str] = set()
     out = {}
     n_people = [counts[s][1] for s in ("train", "val", "corpus")]
-    drawn = rng.choice(PERSON_NUMBERS, sum(n_people), replace=False)
-    people = iter(np.split(drawn, np.cumsum(n_people)[:-1]))
-    people = dict(zip(("train", "val", "corpus"), (sorted(p.tolist()) for p in people)))
+    drawn = np.split(rng.choice(PERSON_NUMBERS, sum(n_people), replace=False), np.cumsum(n_people)[:-1])
+    people = {s: sorted(p.tolist()) for s, p in zip(("train", "val", "corpus"), drawn)}
     people["test"] = (PERSON_NUMBERS + rng.choice(100_000, counts["test"][1], replace=False)).tolist()
     for split in SPLITS:
         n_car = counts[split][0]
@@ -131,15 +113,6 @@ def _items(seed: int, split: str, cars: list[str], persons: list[str]) -> list[I
     return items
 
 
-def _check_sizes(sizes: dict[str, int]) -> dict[str, int]:
-    if sorted(sizes) != sorted(SPLITS):
-        raise ValueError(f"sizes must name the splits {SPLITS}, got {sorted(sizes)}")
-    for split, n in sizes.items():
-        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 2:
-            raise ValueError(f"{split}_size must be an integer >= 2 (one car, one person), got {n!r}")
-    return {s: int(sizes[s]) for s in SPLITS}
-
-
 def code_fingerprint() -> str:
     """sha256 of the generator's sources and assets: data made by other code is regenerated."""
     here = Path(__file__).resolve().parent
@@ -150,25 +123,16 @@ def code_fingerprint() -> str:
     return digest.hexdigest()
 
 
-def _check_seed(seed: int) -> int:
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    return int(seed)
+def _integer(value, name: str, least: int, what: str) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < least:
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return int(value)
 
 
 def plan_dataset(seed: int, sizes: dict[str, int]) -> dict[str, list[Item]]:
     """Every split's items (names, truth, label or query lines) without drawing an image."""
-    sizes, seed = _check_sizes(sizes), _check_seed(seed)
     names = _names(seed, sizes)
     return {s: _items(seed, s, *names[s]) for s in SPLITS}
-
-
-def draw(item: Item, seed: int) -> np.ndarray:
-    """The RGB image of one item (depends only on the seed, the split, the index and the truth)."""
-    rng = np.random.default_rng([seed, SPLIT_ID[item.split], 1, item.index])
-    if item.kind == "car":
-        return draw_car(item.colour, item.brand, item.type, item.domain, rng)
-    return draw_person([int(b) for b in item.vector.split(",")], item.boots, item.domain, rng)
 
 
 def _render(job: tuple[Path, int, list[Item]]) -> list[tuple[int, int, int, str]]:
@@ -176,7 +140,11 @@ def _render(job: tuple[Path, int, list[Item]]) -> list[tuple[int, int, int, str]
     folder, seed, items = job
     out = []
     for item in items:
-        img = draw(item, seed)
+        rng = np.random.default_rng([seed, SPLIT_ID[item.split], 1, item.index])
+        if item.kind == "car":
+            img = draw_car(item.colour, item.brand, item.type, item.domain, rng)
+        else:
+            img = draw_person([int(b) for b in item.vector.split(",")], item.boots, item.domain, rng)
         ok, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if not ok:
             raise RuntimeError(f"could not encode {item.image}")
@@ -198,14 +166,10 @@ def _up_to_date(root: Path, wanted: dict) -> bool:
         return False
     if any(manifest.get(k) != v for k, v in wanted.items()) or (root / PARTIAL).exists():
         return False
-    for rel, digest in manifest.get("files", {}).items():
-        if not (root / rel).is_file() or sha256_file(root / rel) != digest:
-            return False
-    for split, n in manifest["sizes"].items():
-        folder = root / IMAGE_DIRS[split]
-        if not folder.is_dir() or len(os.listdir(folder)) != n:
-            return False
-    return True
+    return (all((root / rel).is_file() and sha256_file(root / rel) == digest
+                for rel, digest in manifest.get("files", {}).items())
+            and all((root / IMAGE_DIRS[s]).is_dir() and len(os.listdir(root / IMAGE_DIRS[s])) == n
+                    for s, n in manifest["sizes"].items()))
 
 
 def _clear(root: Path) -> None:
@@ -221,12 +185,8 @@ def _clear(root: Path) -> None:
         raise FileExistsError(
             f"{root} holds {', '.join(present)} but no demo MANIFEST.json: it looks like a dataset the "
             f"demo generator did not write; refusing to overwrite it (choose another data_root)")
-    for name in present:
-        path = root / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+    for path in (root / name for name in present):
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def ensure_demo_data(cfg: Config, progress: bool = True) -> Path:
@@ -238,15 +198,12 @@ def ensure_demo_data(cfg: Config, progress: bool = True) -> Path:
 
 def make_demo_dataset(root: str | Path, *, seed: int = 0, train_size: int, val_size: int, test_size: int,
                       corpus_size: int, progress: bool = True, workers: int | None = None) -> Path:
-    """Generate (or keep, when already there with these parameters) the demo dataset under root.
-
-    Sizes are lines per split (test: gallery images = queries), each at least 2 (one car, one person).
-    workers: processes drawing images (default: CPU count, at most 8; runs under 1,000 images stay
-    in-process). The bytes written do not depend on it.
-    """
+    """Generate (or keep, when already there with these parameters) the demo dataset under root. Sizes are
+    lines per split (test: gallery images = queries); workers: drawing processes (default: up to 8)."""
     root = Path(root)
-    sizes = _check_sizes({"train": train_size, "val": val_size, "test": test_size, "corpus": corpus_size})
-    seed = _check_seed(seed)
+    sizes = {s: _integer(n, f"{s}_size", 2, "an integer >= 2 (one car, one person)")
+             for s, n in zip(SPLITS, (train_size, val_size, test_size, corpus_size))}
+    seed = _integer(seed, "seed", 0, "a non-negative integer")
     wanted = {"generator": GENERATOR, "version": VERSION, "code": code_fingerprint(), "seed": seed,
               "sizes": sizes}
     if _up_to_date(root, wanted):

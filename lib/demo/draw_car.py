@@ -1,11 +1,6 @@
-"""Drawing of the demo's cars (OpenCV primitives on small RGB arrays).
-
-Every cue a caption can name is drawn big enough to survive square padding and the resize to
-64 px: a car's body colour is its largest area, its type is its silhouette, its brand a two-colour
-badge of ~0.3 body heights. What no caption names (background, scale, small offsets) is random, so
-a model has to read the attribute rather than memorise an image. The background and the camera's
-domain are lib.demo.scene's.
-"""
+"""The demo's cars, in OpenCV primitives. Every cue a caption can name survives the resize to 64 px (body
+colour: the largest area; type: the silhouette; brand: a two-colour badge of ~0.3 body heights); what no
+caption names (background, scale, offsets) is random, so a model has to read the attribute."""
 from __future__ import annotations
 
 import cv2
@@ -98,7 +93,7 @@ def _badge(img: np.ndarray, brand: str, cx: int, cy: int, size: int) -> None:
     elif emblem == "octagon":
         ang = np.deg2rad(np.arange(8) * 45 + 22.5)
         pts = np.stack([cx + (r - 2) * np.cos(ang), cy + (r - 2) * np.sin(ang)], 1).round().astype(np.int32)
-        cv2.polylines(img, [pts], True, fg, max(2, k // 1), cv2.LINE_AA)
+        cv2.polylines(img, [pts], True, fg, max(2, k), cv2.LINE_AA)
     elif emblem == "arrow":
         cv2.circle(img, (cx, cy), r - 3, fg, max(2, k // 2 + 1), cv2.LINE_AA)
         cv2.line(img, (cx - r + 1, cy + r - 1), (cx + r - 1, cy - r + 1), fg, max(2, k // 2 + 1), cv2.LINE_AA)

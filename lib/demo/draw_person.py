@@ -1,12 +1,6 @@
-"""Drawing of the demo pedestrians: a tall figure whose 21 attributes (and boots) are visible.
-
-Sizes are in pixels of a ~52 x 128 image, which becomes ~26 x 64 at the model's input: every cue
-that a caption names is at least ~6 px wide here (3 px at 64): sleeves show skin forearms 7-8 px
-wide, stripes 5 px, bag straps 4 px, backpacks a third of the back, glasses a 4 px band.
-Gender: long hair and a narrower torso; age: a small figure (minor) or white hair and a cane
-(elderly); orientation: a face with eyes (front), hair all over the head (back), a profile with
-a nose and a narrower body (side).
-"""
+"""The demo's pedestrians: a tall figure whose 21 attributes (and boots) are visible. Sizes are pixels of
+a ~52 x 128 image (~26 x 64 at the model's input), where every cue a caption names is at least ~6 px wide.
+Gender: long hair, a narrower torso; age: a small figure (minor), white hair and a cane (elderly)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -92,14 +86,8 @@ class Figure:
     hair: RGB
     bag: RGB
     thing: RGB  # an object held in front
-
-    @property
-    def tx0(self) -> float:
-        return self.cx - self.tw / 2
-
-    @property
-    def tx1(self) -> float:
-        return self.cx + self.tw / 2
+    tx0 = property(lambda self: self.cx - self.tw / 2)  # torso edges
+    tx1 = property(lambda self: self.cx + self.tw / 2)
 
 
 def _figure(v: list[int], boots: bool, h: int, w: int, rng: np.random.Generator) -> Figure:

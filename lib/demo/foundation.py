@@ -1,32 +1,19 @@
-"""The demo's stand-in for LAION weights: a tiny CLIP pretrained by the kit on its own corpus.
-
-Zero-shot caption completion and fine-tuning need a model that already knows something. The demo
-makes one from a separate synthetic corpus with complete captions (never the train/val/test
-images), with the same training loop as fine-tuning, and keeps it with its checksum.
-
-As LAION weights are downloaded rather than trained, the default world's foundation is an input:
-it ships in data/foundation/ with its sha256 and the recipe that made it, and a run whose recipe
-is that one copies it (checked) instead of pretraining for minutes. `make foundation` pretrains it
-again from the recipe and compares the bytes:
-
-    python -m lib.demo.foundation [--profile demo] [--ship]
-"""
+"""The demo's stand-in for LAION weights: a tiny CLIP pretrained by the kit on its own synthetic corpus
+(never the train/val/test images), with fine-tuning's training loop. The default world's foundation
+ships in data/foundation/ with its sha256 and recipe: a run with that recipe copies it (checked)
+instead of pretraining for minutes; `make foundation` (tools/foundation.py) makes it again."""
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pandas as pd
-import torch
 
-from lib import config as config_mod
 from lib.config import Config
 from lib.data.labels import read_labels
-from lib.demo.dataset import CORPUS_FILES, ensure_demo_data
+from lib.demo.dataset import CORPUS_FILES
 from lib.errors import KitError
 from lib.files import atomic_write, atomic_write_text, sha256_file, write_sidecar
 from lib.model.checkpoints import load_checkpoint, save_checkpoint, verify_file
@@ -49,9 +36,8 @@ def corpus_table(data_root: Path) -> pd.DataFrame:
 
 
 def pretraining_config(cfg: Config) -> Config:
-    """Fine-tuning's loop with the foundation's own knobs: random init, a full cosine schedule,
-    resuming where an interrupted pretraining stopped (a fresh start when there is nothing). No
-    photometric jitter: the foundation stands in for LAION weights, whatever the fine-tuning does."""
+    """Fine-tuning's loop with the foundation's knobs: random init, a full cosine schedule, no
+    photometric jitter (the foundation stands in for LAION weights, whatever the fine-tuning does)."""
     return cfg.replace(pretrained="", pretrained_sha256="", lr=cfg.foundation_lr,
                        batch_size=cfg.foundation_batch_size, warmup_steps=cfg.foundation_warmup_steps,
                        schedule_epochs=cfg.foundation_epochs, stop_epoch=cfg.foundation_epochs,
@@ -60,9 +46,8 @@ def pretraining_config(cfg: Config) -> Config:
 
 
 def recipe(cfg: Config) -> dict:
-    """What the foundation checkpoint is a function of: the corpus's content in order (captions and
-    image bytes, not file names, which also depend on the other splits' sizes: resizing val or test
-    keeps the foundation) and the pretraining knobs."""
+    """What the checkpoint is a function of: the corpus's content (not its file names, which depend on
+    the other splits' sizes: resizing val or test keeps the foundation) and the pretraining knobs."""
     keys = ("model", "seed", "foundation_epochs", "foundation_lr", "foundation_batch_size",
             "foundation_warmup_steps", "precision", "trim_text_padding", "threads")
     return {"corpus_sha256": corpus_digest(cfg.path("data_root")), **{k: getattr(cfg, k) for k in keys}}
@@ -79,9 +64,8 @@ def corpus_digest(data_root: Path) -> str:
 
 
 def ensure_foundation(cfg: Config, progress: bool = True, use_shipped: bool = True) -> Path:
-    """The foundation checkpoint at cfg.pretrained: the shipped one when its recipe is this one, else
-    pretrained now if missing or made from another corpus or recipe (a pretraining cut off midway
-    resumes)."""
+    """The checkpoint at cfg.pretrained: the shipped one when its recipe is this one, else pretrained now
+    if missing or made from another corpus or recipe (a pretraining cut off midway resumes)."""
     target = cfg.path("pretrained")
     recipe_path = target.with_name(target.name + ".recipe.json")
     wanted = recipe(cfg)
@@ -97,9 +81,8 @@ def ensure_foundation(cfg: Config, progress: bool = True, use_shipped: bool = Tr
         raise FoundationError(
             f"{target} was pretrained on another corpus than {data_root}'s ({recipe_path} differs), and it "
             f"lies outside data_root, so another dataset may rely on it: it is not overwritten. Give this "
-            f"dataset its "
-            f"own foundation with pretrained={cfg.data_root}/foundation/foundation.pt, or delete {target} to "
-            f"pretrain it again here.")
+            f"dataset its own foundation with pretrained={cfg.data_root}/foundation/foundation.pt, or delete "
+            f"{target} to pretrain it again here.")
     shipped = shipped_for(wanted) if use_shipped else None
     if shipped is not None:
         return _copy_shipped(shipped, target, recipe_path, wanted)
@@ -146,67 +129,3 @@ def _copy_shipped(shipped: Path, target: Path, recipe_path: Path, wanted: dict) 
     progress_write(f"the demo's foundation model: {portable(shipped)} (sha256 {digest[:12]}..., checked) "
                    f"-> {portable(target)}")
     return target
-
-
-def processor() -> str:
-    """The CPU's model name and torch's kernel level: what a pretraining's last bits depend on."""
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-             if line.startswith("model name")] if cpuinfo.is_file() else []
-    kernels = torch.backends.cpu.get_cpu_capability()
-    return f"{names[0] if names else 'unknown CPU'}, torch {torch.__version__} {kernels}"
-
-
-def rebuild(cfg: Config, ship: bool = False, progress: bool = True) -> int:
-    """Pretrain the foundation again from its recipe in a scratch folder and compare it with the shipped
-    one (exit 0: the same bytes); `ship` writes it as the shipped checkpoint instead."""
-    ensure_demo_data(cfg, progress=progress)
-    scratch = cfg.path("data_root") / "foundation-rebuild" / "foundation.pt"
-    for stale in (scratch, scratch.with_name(scratch.name + ".recipe.json")):
-        stale.unlink(missing_ok=True)
-    made = ensure_foundation(cfg.replace(pretrained=str(scratch)), progress=progress, use_shipped=False)
-    wanted, digest = recipe(cfg), sha256_file(made)
-    name = f"{cfg.profile}-seed{cfg.demo_seed}"
-    if ship:
-        SHIPPED_DIR.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(made, SHIPPED_DIR / f"{name}.pt")
-        meta = {"recipe": wanted, "sha256": digest, "made_on": processor(),
-                "command": "make foundation ARGS=--ship"}
-        atomic_write_text(SHIPPED_DIR / f"{name}.json", json.dumps(meta, indent=1) + "\n")
-        print(f"shipped {portable(SHIPPED_DIR / (name + '.pt'))}: sha256 {digest}")
-        return 0
-    shipped = shipped_for(wanted)
-    if shipped is None:
-        print(f"made {portable(made)} (sha256 {digest}); nothing ships for this recipe "
-              f"({portable(SHIPPED_DIR)}): --ship makes it the shipped one")
-        return 1
-    meta = json.loads(shipped.with_suffix(".json").read_text())
-    if digest == meta["sha256"]:
-        print(f"same bytes as the shipped {portable(shipped)}: sha256 {digest}")
-        return 0
-    print(f"differs from the shipped {portable(shipped)}: sha256 {digest} here, {meta['sha256']} shipped; "
-          f"shipped made on {meta['made_on']}, this is {processor()} (another processor's kernels change "
-          "the last bits of a pretraining; the same kind gives the same bytes)")
-    return 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lib.demo.foundation",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--profile", default="demo")
-    parser.add_argument("--ship", action="store_true", help="write the result as the shipped checkpoint")
-    parser.add_argument("overrides", nargs="*", help="key=value parameter overrides")
-    args = parser.parse_args(argv)
-    try:
-        cfg = config_mod.load(args.profile, **config_mod.parse_overrides(args.overrides))
-        if not cfg.generate_demo_data:
-            raise FoundationError(f"profile {args.profile} downloads its pretrained weights: nothing to "
-                                  "rebuild")
-        return rebuild(cfg, ship=args.ship)
-    except KitError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,5 @@
-"""The demo images' scene: backgrounds, colour helpers, and the camera's domain shift.
-
-Domains: "web" (train, val): bright plain or gradient background, sharp. "surveillance" (test):
-grey road with lane marks and clutter, lower contrast, colour cast, blur, down-up sampling, noise.
-"""
+"""The demo images' scene and camera: "web" images (train, val) are sharp on a bright backdrop,
+"surveillance" ones (test) on a cluttered road, with contrast loss, colour cast, blur and noise."""
 from __future__ import annotations
 
 import cv2

@@ -96,10 +96,3 @@ def test_a_damaged_shipped_foundation_is_refused_naming_it(tmp_path, monkeypatch
         foundation.ensure_foundation(cfg, progress=False)
     assert not cfg.path("pretrained").exists()
 
-
-def test_the_shipped_default_has_its_bytes_and_the_demo_profiles_recipe():
-    meta = json.loads((foundation.SHIPPED_DIR / "demo-seed0.json").read_text())
-    assert foundation.sha256_file(foundation.SHIPPED_DIR / "demo-seed0.pt") == meta["sha256"]
-    demo = config.load("demo")
-    keys = {k: v for k, v in meta["recipe"].items() if k != "corpus_sha256"}
-    assert keys == {k: getattr(demo, k) for k in keys}, "the shipped recipe is not the demo profile's"
