@@ -1,10 +1,6 @@
-"""The demo test's two boards, as the competition had them: A to choose on, B to report.
-
-The test queries are split once, by a fixed seed, into two halves stratified by kind (cars and
-persons each split in half; A takes the extra query of an odd count). The gallery stays whole:
-every query still ranks every gallery image. A default is what val and A choose; B is reported and
-never used to choose (docs/results.md: how a choice is made).
-"""
+"""The demo test's two boards, as the competition had them: A to choose on, B to report
+(docs/results.md). The test queries are split once, by a fixed seed, into halves stratified by kind
+(A takes the extra query of an odd count); every query still ranks the whole gallery."""
 from __future__ import annotations
 
 from collections.abc import Sequence

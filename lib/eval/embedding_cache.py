@@ -1,24 +1,9 @@
 """On-disk cache of gallery embeddings: encode the 17,611 test images once, reuse them in every later run.
 
-A cache entry is `<cache_dir>/<key>.npy` (float32, rows in gallery order) plus `<key>.json` (what the
-key was made of, the image names and the array's sha256, all checked on load: an array changed
-after it was written is ignored with a warning and encoded again). The key is the sha256 of:
-- `model_id`: the weights (a checkpoint's sha256, or `model_fingerprint(model)` for a model in memory);
-- every image's name, size and mtime (ns), in gallery order: a rewritten image changes its mtime, so
-  it invalidates without reading 17,611 files on every run; moving the folder (`mv`, `cp -p`) keeps
-  the entry. A tool that replaces a file by another of the same size AND restores the old mtime
-  would fool it: pass `cache_dir=None` after such surgery;
-- the preprocessing (open_clip's PreprocessCfg, our pad-to-square policy), a fingerprint of the code
-  that turns an image into a tensor (lib.model.encode.preprocessing_fingerprint: an edit of the
-  padding or the transforms is a new key) and the compute precision;
-- the open_clip and torch versions (their transforms and kernels define the numbers) and KEY_VERSION.
-The device is NOT in the key: GPU and CPU embeddings differ by rounding only, and a CPU review of a
-GPU run should reuse the GPU's embeddings rather than spend hours re-encoding.
-
-float32, not float16, on disk: 17,611 × 1,280 × 4 B = 90 MB, and a cache hit must give bit for bit
-the ranking a cache miss gives (float16 would reorder near-ties between the two).
-
-Where: `.cache/embeddings/` in the repository, or $KIT_EMBEDDING_CACHE (a folder, or `off`).
+An entry: `<key>.npy` (float32, not float16: a hit must rank bit for bit as a miss) and `<key>.json`
+(the key's parts, names, the array's sha256: checked on load). Images enter the key by name, size and
+mtime_ns, not content (a same-size file with the old mtime restored fools it: pass `cache_dir=None`);
+the device does not (GPU and CPU differ by rounding only: a CPU review reuses a GPU run's embeddings).
 """
 from __future__ import annotations
 
@@ -38,7 +23,7 @@ from lib.data.images import ImageError
 from lib.files import atomic_write, atomic_write_text
 from lib.paths import REPO_ROOT
 
-DEFAULT_CACHE_DIR = "default"  # cache_dir's default: $KIT_EMBEDDING_CACHE, else REPO_ROOT/.cache/embeddings
+DEFAULT_CACHE_DIR = "default"  # $KIT_EMBEDDING_CACHE (a folder, or "off"), else REPO_ROOT/.cache/embeddings
 CACHE_ENV = "KIT_EMBEDDING_CACHE"
 KEY_VERSION = 2
 
@@ -70,11 +55,7 @@ def file_fingerprints(paths: Sequence[str | os.PathLike]) -> list[list]:
 
 
 def model_fingerprint(model: Any) -> str:
-    """sha256 of a model's state dict (names, dtypes, shapes, bytes): correct for weights in memory.
-
-    Costs one pass over the weights (about a second per GB); pass a checkpoint's sha256 as
-    `model_id` instead when there is one.
-    """
+    """sha256 of a state dict (names, dtypes, shapes, bytes); a second per GB: prefer a checkpoint's."""
     h = hashlib.sha256()
     for name, tensor in model.state_dict().items():
         t = tensor.detach().reshape(-1).contiguous().cpu()
@@ -99,9 +80,8 @@ def cache_key(model_id: str, paths: Sequence[str | os.PathLike], preprocess: dic
 
 def load(cache_dir: str | os.PathLike, key: str, names: Sequence[str],
          model_id: str = "") -> np.ndarray | None:
-    """The cached embeddings for `key`, or None (no entry, or an entry that is not of `names` in this
-    order, or of another model than `model_id` when given). lib.eval.retrieval also encodes a few
-    random rows again and compares them: a sidecar can be rewritten, the model's output cannot."""
+    """The cached embeddings for `key`, or None (no entry, or not of `names` in order, or of another
+    `model_id`). A sidecar can be rewritten: lib.eval.retrieval also re-encodes a few random rows."""
     npy, meta_path = _paths(cache_dir, key)
     if not (npy.is_file() and meta_path.is_file()):
         return None

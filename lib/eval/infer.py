@@ -1,12 +1,6 @@
-"""Step 4: score a checkpoint on the val split and write the test submission.
-
-The checkpoint is chosen by rule (an explicit one, else the run's soup when cfg.soup asks for one and
-lib.soup.make made it, else the run's best fine-tuned epoch, else the profile's pretrained weights:
-the zero-shot baseline), and its identity keys the embedding cache.
-Writes `submission.json`, `scores.json` (val; on the demo, whose test answers are known, also test
-and its boards test_A and test_B, lib.eval.boards) and `per_query.csv` (every query's AP, so that
-two runs can be compared query by query: lib.eval.paired).
-"""
+"""Step 4: score the chosen checkpoint on val and write the test submission, scores.json and
+per_query.csv (val; on the demo, whose test answers are known, also test and its boards test_A and
+test_B). The checkpoint's identity keys the embedding cache."""
 from __future__ import annotations
 
 import json
@@ -46,12 +40,15 @@ class Inference:
     per_query: pd.DataFrame  # split, query, kind, board, ap_official, ap_standard
     truncated_queries: list[int]  # test queries longer than the text context: the tokenizer cut them
 
+    def tables(self) -> dict[str, pd.DataFrame]:
+        tables = {"val": self.val_scores} | ({} if self.test_scores is None else {"test": self.test_scores})
+        return tables | {f"test_{board}": table for board, table in self.board_scores.items()}
+
 
 def choose_checkpoint(run_dir: Path, checkpoint: str = "", soup: str = "none",
                       submit_epoch: int = 0) -> str:
-    """An explicit checkpoint, else the run's soup (checkpoints/soup.pt, when `soup`, cfg.soup, is not
-    "none" and the file exists), else the run's kept epoch (`submit_epoch`, else the best val one),
-    else "" (pretrained weights: a run that never trained)."""
+    """An explicit checkpoint, else the run's soup when `soup` (cfg.soup) asks for one and it exists, else
+    the run's `submit_epoch` (0: the best val epoch), else "" (pretrained weights: a run never trained)."""
     if checkpoint:
         return checkpoint
     soup_path = Path(run_dir) / "checkpoints" / SOUP
@@ -92,23 +89,18 @@ def infer(cfg: Config, run_dir: Path, checkpoint: str = "", prep: Prepared | Non
     net, tokenizer, preprocess_cfg = model_from_config(cfg, chosen or None)
     net.eval()
     model_id = model_identity(cfg, chosen)
-    val_scores, val_result = scoring.evaluate_split(
-        net, tokenizer, preprocess_cfg, prep.val, relevance_sets(prep.val), cfg,
-        model_id=model_id, progress=progress)
-
-    queries = prep.test_queries
-    gallery_paths = [resolve(p) for p in prep.test_gallery["filepath"]]
-    test_result = retrieval.retrieve(net, tokenizer, preprocess_cfg, list(queries["text"]),
-                                     list(queries["kind"]), gallery_paths, model_id=model_id,
+    val_relevant = relevance_sets(prep.val)
+    val_scores, val_result = scoring.evaluate_split(net, tokenizer, preprocess_cfg, prep.val, val_relevant,
+                                                    cfg, model_id=model_id, progress=progress)
+    texts, kinds = list(prep.test_queries["text"]), list(prep.test_queries["kind"])
+    test_result = retrieval.retrieve(net, tokenizer, preprocess_cfg, texts, kinds,
+                                     [resolve(p) for p in prep.test_gallery["filepath"]], model_id=model_id,
                                      progress=progress, **retrieval.options(cfg))
     path = run_dir / SUBMISSION_FILE
-    submission.write_submission(path, list(queries["text"]), test_result.image_names,
-                                gallery=set(prep.test_gallery["image"]))
-    relevant = test_relevance(cfg, list(queries["text"]))
-    kinds = list(queries["kind"])
+    submission.write_submission(path, texts, test_result.image_names, gallery=set(prep.test_gallery["image"]))
+    relevant = test_relevance(cfg, texts)
     test_scores, board_scores = None, {}
-    per_query = [per_query_table("val", val_result.image_names, relevance_sets(prep.val),
-                                 list(prep.val["kind"]))]
+    per_query = [per_query_table("val", val_result.image_names, val_relevant, list(prep.val["kind"]))]
     if relevant is not None:
         test_scores = scoring.score_table(test_result.image_names, relevant, kinds)
         boards = split_boards(kinds)
@@ -117,17 +109,14 @@ def infer(cfg: Config, run_dir: Path, checkpoint: str = "", prep: Prepared | Non
     truncated = truncated_texts(tokenizer, test_result.encoded_texts)
     result = Inference(chosen, val_scores, val_result, test_result, path, test_scores, board_scores,
                        pd.concat(per_query, ignore_index=True), truncated)
-    write_scores(run_dir, result)
+    write_scores_tables(run_dir, Path(chosen).name if chosen else "pretrained", result.tables(),
+                        [result.per_query])
     return result
 
 
 def summary_table(result: Inference) -> pd.DataFrame:
     """One row per (split, kind): val, and on the demo test with its boards A and B."""
-    tables = {"val": result.val_scores}
-    if result.test_scores is not None:
-        tables["test"] = result.test_scores
-    tables.update({f"test_{board}": table for board, table in result.board_scores.items()})
-    return pd.concat(tables, names=["split", "kind"])
+    return pd.concat(result.tables(), names=["split", "kind"])
 
 
 def per_query_table(split: str, ranked: list[list[str]], relevant: list[set[str]], kinds: list[str],
@@ -137,16 +126,6 @@ def per_query_table(split: str, ranked: list[list[str]], relevant: list[set[str]
     return pd.DataFrame({"split": split, "query": range(len(ranked)), "kind": kinds,
                          "board": list(boards) if boards is not None else "",
                          "ap_official": per["ap_official"], "ap_standard": per["ap_standard"]})
-
-
-def write_scores(run_dir: Path, result: Inference) -> Path:
-    """scores.json (val, and on the demo test, test_A, test_B) and per_query.csv."""
-    tables = {"val": result.val_scores}
-    if result.test_scores is not None:
-        tables["test"] = result.test_scores
-    tables.update({f"test_{board}": table for board, table in result.board_scores.items()})
-    return write_scores_tables(run_dir, Path(result.checkpoint).name if result.checkpoint else "pretrained",
-                               tables, [result.per_query])
 
 
 def write_scores_tables(run_dir: Path, checkpoint: str, tables: dict[str, pd.DataFrame],

@@ -1,26 +1,12 @@
 """mAP@10 as the organisers compute it, the standard AP@10 beside it, and recall@k.
 
-Everything is computed from one boolean hits matrix (queries x 10): `hits[q, r]` is True when the
-prediction at rank r+1 of query q is relevant. Relevance is a list of sets, one per query in
-order, never a dict keyed by text: the same text can be asked twice with different answers.
-
-Per query, with `P(r)` = hits among the first r predictions / r, summed over the ranks r that hit:
-- official AP (the organisers' local script): sum P(r) / (number of hits in the top 10); 0 when
-  there is no hit. It ignores the relevant images that were never retrieved, so a list cut after
-  its confident hits scores higher: report it, but do not optimise it alone.
-- standard AP@10: sum P(r) / min(10, number of relevant images). A query with no relevant image
-  scores 0 and still counts in the mean (it cannot happen with attribute-derived relevance, where
-  a query's own image is relevant, but a hand-made ground truth may hold one).
-- recall@k: 1 when the top k holds at least one relevant image, else 0 (the usual text-to-image
-  R@k, a "hit rate"; not the fraction of the relevant images that were retrieved).
-The scores are means over queries. A name repeated in a prediction list takes its rank again but
-scores only once (a valid submission has none); predictions past the 10th are ignored and a list
-shorter than 10 simply has no hit at the missing ranks.
-
-CLI: `python -m lib.eval.metrics --gt GT_FILE --submission SUBMISSION_JSON` prints a small table, then
-as its last line `{"map10_official": x, "map10_standard": y, "queries": n, "recall@1": ...}`. Like
-the organisers' script it refuses (exit 1) a submission whose texts differ from the ground truth's,
-come in another order, or are not as many.
+With P(r) = hits in the top r / r, summed over the ranks that hit: official AP (the organisers'
+script) divides by the hits in the top 10, ignoring relevant images never retrieved, so a list cut
+after its confident hits scores higher (report it, do not optimise it alone); standard AP@10 divides
+by min(10, relevant images); recall@k: a relevant image in the top k (a hit rate). Relevance is a
+list of sets in query order, never a dict keyed by text: a text can be asked twice.
+CLI (`python -m lib.eval.metrics --gt GT --submission SUB`): a table, then a JSON line; like the
+organisers' script it refuses (exit 1) texts that differ from the ground truth's, in order or number.
 """
 from __future__ import annotations
 
@@ -87,11 +73,8 @@ def ap_from_hits(hits: np.ndarray, n_relevant: Sequence[int] | np.ndarray) -> tu
 
 
 def per_query(predictions: Predictions, relevant: Relevance, k: int = K) -> dict[str, np.ndarray]:
-    """Per-query arrays (one value per query, in order), ready for `pandas.DataFrame(...)`.
-
-    Keys: ap_official, ap_standard, recall@1, recall@5, recall@10 (0/1 floats), n_hits,
-    n_relevant. Split them by car/person or by attribute and average with `summary`.
-    """
+    """Per-query arrays, in query order: ap_official, ap_standard, recall@1/5/10 (0/1 floats), n_hits,
+    n_relevant; `summary` averages them over a subset."""
     hits = hits_matrix(predictions, relevant, k)
     n_relevant = np.array([len(set(r)) for r in relevant], dtype=np.int64)
     official, standard = ap_from_hits(hits, n_relevant)
@@ -124,7 +107,6 @@ def evaluate(predictions: list[list[str]], relevant: list[set[str]]) -> dict[str
     return summary(per_query(predictions, relevant))
 
 
-# --- files (the GT file is read by lib.data.relevance.read_ground_truth) ---------------------------------
 def check_same_queries(expected: Sequence[str], got: Sequence[str], what: str = "submission") -> None:
     """Refuse texts that differ from the ground truth's, in another order, or not as many."""
     for q, (want, have) in enumerate(zip(expected, got)):

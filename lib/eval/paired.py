@@ -1,22 +1,8 @@
 """Is a difference more than noise? A paired bootstrap over the queries, and over the seeds.
 
-Two settings scored on the same queries give two per-query AP arrays; the change is the difference
-of their means. One model each (04's side-by-side): the queries are resampled 2,000 times with a
-fixed seed, the same resample for both (paired), and the 2.5th and 97.5th percentiles of the
-resampled change are its 95 % interval.
-
-Several training seeds each (the ablation, seeds x queries): the design is crossed, every seed
-scored on every query, so the seeds and the queries are both resampled, independently, and the
-change is averaged over the resampled seeds and queries: Owen's two-way ("pigeonhole") bootstrap
-(The pigeonhole bootstrap, Annals of Applied Statistics 1(2), 2007). Its interval holds the spread
-between seeds and the spread between queries; it errs on the wide side (the seed-by-query
-interaction is counted with both). The seeds are paired too: seed s of one setting is resampled
-with seed s of the other (the same data order and initial draws). A setting with one row (the
-zero-shot model, deterministic) is compared with every seed of the other.
-
-An interval that holds 0 is noise. `mde`: the smallest change this design would detect four times
-in five at the 5 % level, 2.8 bootstrap standard errors ((1.96 + 0.84) x se): a row whose MDE is
-larger than the effects that matter needs more seeds (make ablation SEEDS="0 1 2 3 4 ...").
+1-d (one model a side): the queries resampled. 2-d (seeds x queries): Owen's two-way "pigeonhole"
+bootstrap (Ann. Appl. Stat. 1(2), 2007), wide-side (the seed-by-query interaction counts twice); a
+one-row side (zero-shot) is paired with every seed. Interval, noise and MDE: docs/results.md.
 """
 from __future__ import annotations
 
@@ -54,11 +40,8 @@ class Difference:
 
 def paired_difference(ap_a: np.ndarray, ap_b: np.ndarray, *, resamples: int = RESAMPLES, seed: int = SEED,
                       level: float = 0.95) -> Difference:
-    """The change from a to b in mean AP, with the `level` percentile interval of the bootstrap.
-
-    1-d arrays: one model each, the queries resampled. 2-d (seeds x queries): the seeds and the
-    queries resampled (see the module docstring); a 1 x queries side is compared with every seed.
-    """
+    """The change from a to b in mean AP, with the `level` percentile interval of the bootstrap
+    (1-d: per query; 2-d: seeds x queries, the module docstring)."""
     a, b = np.asarray(ap_a, dtype=np.float64), np.asarray(ap_b, dtype=np.float64)
     if a.ndim == 1 and b.ndim == 1:
         if a.shape != b.shape or not len(a):

@@ -1,18 +1,6 @@
-"""Query policies: how the car queries are rewritten before they are encoded.
-
-The reference solution (A3R) tried two rewrites of the CAR queries at inference:
-- `strip_prefix` (its best A-board variant): "This is a grey Chery Sedan." -> "grey Chery Sedan";
-- `surveillance` (its last variant): " image taken by traffic surveillance cameras" appended, because
-  the train images come from the web and the test images from surveillance cameras.
-Person queries are long descriptive sentences that the model was trained on as they are; every
-policy leaves them unchanged.
-
-The final period under `surveillance`: the reference dropped it before appending
-(`line.strip()[:-1] + suffix`), giving "This is a grey Chery Sedan image taken by traffic
-surveillance cameras": one noun phrase ("a ... Sedan image taken by ..."), which a period in the
-middle ("Sedan. image taken by ...") would break. We do the same, and keep the prefix. (The
-reference also cut the last character of every person query; we do not: persons are unchanged.)
-"""
+"""How car queries are rewritten before encoding (persons never are): A3R's two inference variants,
+`strip_prefix` (its best on board A) and `surveillance` (web train images, camera test images). As
+A3R, `surveillance` drops the final period, keeping one noun phrase; unlike it, persons keep theirs."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -42,11 +30,8 @@ _CAR_REWRITES = {"none": lambda text: text, "strip_prefix": strip_prefix, "surve
 
 
 def apply_policy(texts: Sequence[str], kinds: Sequence[str], policy: str) -> list[str]:
-    """Rewrite the car queries of `texts` by `policy` (see POLICIES); person queries stay as they are.
-
-    `kinds[i]` is 'car' or 'person' (lib.data.labels.read_queries's `kind` column). The output has
-    the same length and order as `texts`; the original texts are what a submission must quote.
-    """
+    """Rewrite the car queries by `policy`, `kinds` from lib.data.labels.read_queries; the original
+    texts are what a submission must quote."""
     if policy not in _CAR_REWRITES:
         raise ValueError(f"unknown query policy {policy!r}; choose one of {', '.join(POLICIES)}")
     texts, kinds = list(texts), list(kinds)

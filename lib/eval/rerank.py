@@ -1,41 +1,20 @@
 """Re-ranking each query's first-stage top-N: A3R's adaption re-ranking, and two baselines.
 
-The first stage ranks the gallery by the text embedding (lib.eval.topk); a re-ranker reorders its
-N best (N per kind: `rerank_depth_car`, `rerank_depth_person`) and keeps the k best. All of it runs
-on the cached embeddings, every query at once (batched torch, `chunk` queries at a time), in float64:
-near-ties then rank as in the per-query port of the notebook (tools.bench.rerank), which the
-tests and the bench hold it to. Ties go to the smaller gallery index, as in topk.
+A3R: arXiv 2306.06691 (the reference's reranking.ipynb); aQE: Radenovic et al. What each does, and
+where A3R departs from the notebook: docs/reranking.md. Float64, so that near-ties rank as in the
+per-query port tools.bench.rerank, which the tests and the bench hold it to.
 
-- `a3r` (arXiv 2306.06691, the reference's reranking.ipynb; docs/reranking.md):
-  (a) adapted query: the first principal component of the first-stage top-m image embeddings, each
-      weighted by its min-max scaled text similarity (PCA as the notebook's sklearn call does it: the
-      d coordinates are the samples, i.e. each weighted embedding minus its mean coordinate, then the
-      leading singular vector), its sign aligned with the text embedding. It replaces the text query
-      in every re-ranking similarity (the notebook's use); the text chose the candidates and weighs
-      the component. `a3r_adapted_query: false` keeps the text query (the notebook's "no adaption").
-  (b) flip test-time augmentation (`a3r_flip`): image-image and query-image similarities are the max
-      over the image and its mirror (the mirrored gallery, encoded once and cached).
-  (c) k-reciprocal re-ranking in the N candidates plus the query, k = `rerank_k`. An image's
-      neighbours kNN(i) are its k most similar candidates (itself included); the query's, kNN(q), its
-      k most similar by the adapted query. Candidate p and the query are k-reciprocal when p is in
-      kNN(q) and the query is in p's neighbourhood: fewer than k candidates are more similar to p
-      than the query is. Per candidate i, with s = the query similarity:
-        c = |kNN(q) ∩ kNN(i)| + 2,
-        r = #{p in kNN(i) reciprocal with q} + #{p in kNN(q) reciprocal with i} + 2 [i reciprocal with q]
-      `quantified`: s · c/(2k - c) · r/(2k - r), counts capped at 2k - 1 (r reaches 2k + 2, where the
-      formula divides by zero and then turns negative: a count of 2k or more weighs as 2k - 1, the
-      largest with a finite weight, and such candidates are then ordered by s · c's weight).
-      `embedded`: n = r with the last term counted once; f_i = the s-weighted mean of kNN(i)'s
-      embeddings (zero when n = 0); score = s - (1 - cos(query, f_i)).
-      `none`: the adapted query's similarity alone.
-- `aqe` (alpha query expansion, Radenovic et al.): the text query plus the top-m images, each weighted
-  by max(text similarity, 0)^alpha, normalised; candidates ranked by it.
-- `kreciprocal` (Zhong et al. 2017) adapted to a text query: k-reciprocal sets R(i, k) among the
-  candidates (cosine), expanded by R(j, ceil(k/2)) sets that overlap R(i, k) by more than 2/3, encoded
-  as exp(-(1 - cos)) weights, averaged over the k2 nearest (local query expansion); the query's set is
-  its k nearest by text (across the modality gap an image's neighbour list cannot rank the query),
-  expanded and encoded the same way with its text distances. Score = -((1 - lambda) d_J + lambda d),
-  d_J the Jaccard distance of the encodings, d = 1 - text similarity.
+A3R's formulas. Adapted query: PCA as the notebook's sklearn call does it, the d coordinates being the
+samples (each weighted embedding minus its mean coordinate, then the leading singular vector).
+k-reciprocal, k = `rerank_k`, among the N candidates plus the query: kNN(i) = i's k most similar
+candidates (itself included), kNN(q) = the query's; p and the query are k-reciprocal when p is in
+kNN(q) and fewer than k candidates are more similar to p than the query is. Per candidate i, with
+s = its query similarity:
+  c = |kNN(q) ∩ kNN(i)| + 2,
+  r = #{p in kNN(i) reciprocal with q} + #{p in kNN(q) reciprocal with i} + 2 [i reciprocal with q]
+  `quantified`: s · c/(2k - c) · r/(2k - r), counts capped at 2k - 1 (docs/reranking.md, point 3);
+  `embedded`: n = r with the last term counted once; f_i = the s-weighted mean of kNN(i)'s embeddings
+  (zero when n = 0); score = s - (1 - cos(query, f_i)).
 """
 from __future__ import annotations
 
@@ -78,7 +57,6 @@ class Rerank:
 
     @property
     def needs_flip(self) -> bool:
-        """True when the mirrored gallery's embeddings are needed."""
         return self.method == "a3r" and self.flip
 
     @property
@@ -90,7 +68,6 @@ class Rerank:
 
 
 def settings(cfg: Any) -> Rerank:
-    """The re-ranking a Config asks for."""
     return Rerank(method=cfg.rerank, depth_car=cfg.rerank_depth_car, depth_person=cfg.rerank_depth_person,
                   m=cfg.rerank_m, k=cfg.rerank_k, flip=cfg.a3r_flip, adapted_query=cfg.a3r_adapted_query,
                   reciprocal=cfg.a3r_reciprocal, alpha=cfg.aqe_alpha, lam=cfg.kreciprocal_lambda,
@@ -100,13 +77,9 @@ def settings(cfg: Any) -> Rerank:
 def rerank(query_emb: torch.Tensor, gallery_emb: torch.Tensor, candidates: torch.Tensor, how: Rerank, *,
            kinds: Sequence[str], gallery_flip: torch.Tensor | None = None, k: int = 10, chunk: int = 256,
            dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scores, indices), each (queries, k): the re-ranked k best of each query's first-stage candidates.
-
-    `candidates`: (queries, >= N) gallery rows, best first (lib.eval.topk); a query re-ranks its first
-    N = how.depth(kind), N capped at the gallery size. `scores` are the re-ranker's (float32; their
-    scale depends on the method). With how.method == "none" the first k candidates come back, scored
-    by the text similarity.
-    """
+    """(scores, indices), each (queries, k): the k best of each query's first N = how.depth(kind)
+    `candidates` (best first, lib.eval.topk; N capped at the gallery size), re-ranked. Scores: float32,
+    on the method's scale; method "none" keeps the first k, scored by the text similarity."""
     if how.needs_flip and gallery_flip is None:
         raise RerankError("A3R with flip needs the mirrored gallery's embeddings (gallery_flip)")
     if len(kinds) != len(query_emb) or len(candidates) != len(query_emb):
@@ -123,8 +96,7 @@ def rerank(query_emb: torch.Tensor, gallery_emb: torch.Tensor, candidates: torch
                           f"{int(depths.max())}")
     gallery_emb = gallery_emb.to(dtype)  # once: gathering rows of the wanted type is the cheapest copy
     gallery_flip = gallery_flip.to(dtype) if how.needs_flip else None
-    # the gathered candidates go into buffers made once: a fresh (chunk, N, d) tensor a chunk would
-    # cost more in page faults than the gather itself
+    # buffers made once: a fresh (chunk, N, d) tensor per chunk costs more in page faults than the gather
     size = chunk * (int(depths.max()) if n_queries else 0)
     buffers = [torch.empty(size, gallery_emb.shape[1], dtype=dtype) for _ in range(1 + how.needs_flip)]
     for depth in depths.unique().tolist():
@@ -140,8 +112,8 @@ def rerank(query_emb: torch.Tensor, gallery_emb: torch.Tensor, candidates: torch
 def _rerank_rows(query: torch.Tensor, gallery: torch.Tensor, gallery_flip: torch.Tensor | None,
                  cand: torch.Tensor, how: Rerank, k: int, dtype: torch.dtype,
                  buffers: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """One chunk of queries with the same N. The candidates are put in gallery order first, so that
-    every stable sort below breaks ties by gallery index; `rank` keeps their first-stage order."""
+    """One chunk of queries with the same N. Candidates go in gallery order first, so that every
+    stable sort below breaks ties by gallery index; `rank` keeps their first-stage order."""
     cand, rank = cand.sort(dim=1, stable=True)
     q = query.to(dtype)
     flat, shape = cand.reshape(-1), (*cand.shape, gallery.shape[1])
@@ -163,12 +135,9 @@ def _rerank_rows(query: torch.Tensor, gallery: torch.Tensor, gallery_flip: torch
     return scores.gather(1, order), cand.gather(1, order)
 
 
-# --- A3R ------------------------------------------------------------------------------------------
-
 def adapted_query(text: torch.Tensor, top_images: torch.Tensor) -> torch.Tensor:
-    """(B, d) unit vectors: the first principal component of the top-m images (B, m, d), each weighted
-    by its min-max scaled text similarity (all 1 when the m similarities are equal), computed as the
-    notebook's PCA does (coordinates as samples), its sign that of the text embedding."""
+    """(B, d) unit vectors: the first principal component of the top-m images (B, m, d) weighted by
+    their min-max scaled text similarity (all 1 when equal), its sign the text's (module docstring)."""
     sims = torch.einsum("bmd,bd->bm", top_images, text)
     low, high = sims.min(1, keepdim=True).values, sims.max(1, keepdim=True).values
     spread = high - low
@@ -183,14 +152,12 @@ def adapted_query(text: torch.Tensor, top_images: torch.Tensor) -> torch.Tensor:
 
 
 def flip_max(sims: torch.Tensor, a: torch.Tensor, b_flip: torch.Tensor | None) -> torch.Tensor:
-    """Given sims = a @ b^T (batched), the elementwise max with a @ b_flip^T: each b taken at the better
-    of itself and its mirror (the row side a is never mirrored, as in the notebook); no mirror: sims."""
+    """sims = a @ b^T (batched), maxed with a @ b_flip^T: only b is mirrored, as in the notebook."""
     return sims if b_flip is None else torch.maximum(sims, a @ b_flip.transpose(1, 2))
 
 
 def knn_mask(sims: torch.Tensor, k: int) -> torch.Tensor:
-    """Boolean mask of each row's k largest entries (last dimension), ties to the smaller column:
-    everything above the k-th value, then as many of the entries equal to it as fit, leftmost first."""
+    """Boolean mask of each row's k largest entries (last dimension), ties to the smaller column."""
     kth = sims.topk(k, dim=-1).values[..., -1:]
     above, equal = sims > kth, sims == kth
     room = k - above.sum(-1, keepdim=True)
@@ -198,10 +165,8 @@ def knn_mask(sims: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def reciprocal_counts(s_q: torch.Tensor, s_img: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
-    """The k-reciprocal relations of A3R among a query and its N candidates, (B, N) each, as counts
-    in s_q's dtype: common = |kNN(q) ∩ kNN(i)|, via_images = #{p in kNN(i) reciprocal with q},
-    via_query = #{p in kNN(q) reciprocal with i}, with_query = [i reciprocal with q]; and the image
-    neighbourhoods `knn` (B, N, N) as 0/1."""
+    """The terms of c and r (module docstring), (B, N) each in s_q's dtype: common = |kNN(q) ∩ kNN(i)|,
+    r's two sums via_images and via_query, with_query; and `knn`, the neighbourhoods (B, N, N) as 0/1."""
     knn_q = knn_mask(s_q, k).to(s_q.dtype)
     knn = knn_mask(s_img, k).to(s_q.dtype)
     query_in = (s_img > s_q[..., None]).sum(-1) < k  # the query ranks before ties: it is not a candidate
@@ -220,8 +185,7 @@ def jaccard_weight(count: torch.Tensor, k: int) -> torch.Tensor:
 
 def a3r_scores(q: torch.Tensor, g: torch.Tensor, g_flip: torch.Tensor | None, top: torch.Tensor,
                how: Rerank) -> torch.Tensor:
-    """(B, N) A3R scores of the candidates g (B, N, d) for the text queries q (B, d); `top` (B, N):
-    the candidates' positions in first-stage order."""
+    """(B, N) A3R scores of candidates g (B, N, d) for text queries q (B, d); `top`: first-stage order."""
     n = g.shape[1]
     m, k = min(how.m, n), min(how.k, n)
     rows = torch.arange(len(g))[:, None]
@@ -240,9 +204,8 @@ def a3r_scores(q: torch.Tensor, g: torch.Tensor, g_flip: torch.Tensor | None, to
 
 def embedded_cosine(counts: dict[str, torch.Tensor], s_q: torch.Tensor, s_plain: torch.Tensor,
                     gram: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-    """(B, N): cos(query, f_i), f_i = sum over kNN(i) of s_j g_j / sum of s_j (zero when i has no
-    reciprocal relation), from the Gram matrix g g^T and g . query instead of building the (B, N, d)
-    features: f_i . query = w_i . s_plain and |f_i|^2 = w_i^T gram w_i, up to the 1 / sum."""
+    """(B, N) cos(query, f_i) from the Gram matrix, without building the (B, N, d) features:
+    f_i . query = w_i . s_plain and |f_i|^2 = w_i^T gram w_i, up to the same 1 / sum(w_i)."""
     reciprocal = counts["via_images"] + counts["via_query"] + counts["with_query"]
     weights = counts["knn"] * s_q[:, None, :]
     total = weights.sum(-1)
@@ -251,8 +214,6 @@ def embedded_cosine(counts: dict[str, torch.Tensor], s_q: torch.Tensor, s_plain:
     valid = (reciprocal > 0) & (total != 0) & (norm > 0)
     return torch.where(valid, dot * total.sign() / torch.where(valid, norm, 1.0), 0.0)
 
-
-# --- baselines ------------------------------------------------------------------------------------
 
 def aqe_scores(q: torch.Tensor, g: torch.Tensor, top: torch.Tensor, alpha: float) -> torch.Tensor:
     """(B, N): alpha query expansion, the text query plus the top images (positions `top`, (B, m))."""

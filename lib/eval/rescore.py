@@ -1,14 +1,6 @@
-"""First stage against re-rankers on a run's val and test, from its cached embeddings.
-
-`rescore(cfg, run_dir, result)` takes what `lib.eval.infer.infer` returned (its query and gallery
-embeddings) and ranks every split again under several re-ranking settings, without encoding the
-gallery or the queries again; only A3R's mirrored gallery is encoded, once, on a cache miss (then
-cached like the gallery). Each setting is a set of Config overrides on the run's parameters
-(`ABLATION`: A3R as described, each of its parts switched off, the two baselines). On the demo, whose
-test answers are known, test and its boards A and B are scored too (lib.eval.boards): choose on val
-and A, report B. `Rescored.side_by_side()` is the table of mAP@10; `Rescored.against_first_stage()`
-each setting's change with its 95 % paired bootstrap interval (lib.eval.paired).
-"""
+"""The first stage against re-rankers (docs/reranking.md) on a run's val and, on the demo, test and
+its boards (choose on val and A, report B), from `infer`'s embeddings: nothing is encoded again but
+A3R's mirrored gallery, once (then cached like the gallery)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -72,8 +64,7 @@ class Rescored:
         return table.loc[order, splits]
 
     def against_first_stage(self, ap: str = "ap_official") -> pd.DataFrame:
-        """Each variant's change of mean AP from the first stage, split by split: delta, the 95 % paired
-        bootstrap interval, and whether it is noise (the interval holds 0)."""
+        """Each variant's change of mean AP from the first stage, per split, with its paired interval."""
         rows, per = [], self.per_query
         for variant in dict.fromkeys(per["variant"]):
             if variant == FIRST_STAGE:
@@ -90,15 +81,13 @@ class Rescored:
         return pd.DataFrame(rows).set_index(["variant", "split"])
 
     def summary(self) -> pd.DataFrame:
-        """variant, split, official mAP@10 and the change from the first stage with its interval: what
-        `rescore` writes to the run's rescore.csv (the record's re-ranking table, docs/reranking.md)."""
+        """What `rescore` writes to rescore.csv (docs/reranking.md's table): mAP@10 and change."""
         scores = self.side_by_side().stack().rename("map10_official").reset_index()
         changes = self.against_first_stage()[["delta", "low", "high"]].reset_index()
         return scores.merge(changes, on=["variant", "split"], how="left")
 
     def most_changed(self, variant: str, split: str, n: int = 2, ap: str = "ap_official") -> list[int]:
-        """The n queries whose AP `variant` raised most over the first stage, then the n it lowered
-        most (fewer where fewer changed): the examples a before/after grid shows, good and bad."""
+        """The n queries whose AP `variant` raised most over the first stage, then the n it lowered most."""
         per = self.per_query[self.per_query["split"] == split]
         change = (per[per["variant"] == variant][ap].to_numpy()
                   - per[per["variant"] == FIRST_STAGE][ap].to_numpy())
@@ -120,8 +109,7 @@ class Rescored:
 
     def before_after_examples(self, prep: Prepared, variant: str = "a3r", n: int = 2
                               ) -> tuple[str, list[str], list[list[str]], dict[str, Path], list[set[str]]]:
-        """04's before/after grid for the n queries `variant` helped most and the n it hurt most, on
-        test where its answers are known, else val: (split, labels, rankings, image paths, relevant)."""
+        """04's grid of `most_changed` on test where its answers are known (the demo), else val."""
         split = "test" if "test" in self.relevant else "val"
         table, queries = (prep.test_gallery, prep.test_queries) if split == "test" else (prep.val, prep.val)
         picked = self.most_changed(variant, split, n)
@@ -140,15 +128,13 @@ def rescore_splits(cfg: Config, splits: Sequence[Split],
         depth = min(max([c.topk for c in configs.values()] + [h.max_depth for h in how.values()]),
                     len(split.gallery_names))
         q, g = split.query_emb, split.gallery_emb
-        first_scores, first, _, _ = retrieval.first_stage(q, g, split.kinds, depth,
-                                                          category_aware=cfg.category_aware)
+        first_scores, first, _ = retrieval.first_stage(q, g, split.kinds, depth,
+                                                       category_aware=cfg.category_aware)
         for name, h in how.items():
             k = configs[name].topk
-            if h.active:
-                flip = split.gallery_flip if h.needs_flip else None
-                idx = retrieval.second_stage(q, g, first_scores, first, split.kinds, h, flip, k)[1]
-            else:
-                idx = first[:, :k]
+            idx = (retrieval.second_stage(q, g, first_scores, first, split.kinds, h,
+                                          split.gallery_flip if h.needs_flip else None, k)[1]
+                   if h.active else first[:, :k])
             ranked = [[split.gallery_names[j] for j in row] for row in idx.tolist()]
             rankings[(name, split.name)] = ranked
             tables[(name, split.name)] = scoring.score_table(ranked, split.relevant, split.kinds)
@@ -166,21 +152,17 @@ def rescore_splits(cfg: Config, splits: Sequence[Split],
 def rescore(cfg: Config, run_dir: Path, result: infer.Inference,
             variants: Mapping[str, Mapping[str, Any]] = ABLATION, *, prep: Prepared | None = None,
             progress: bool = True) -> Rescored:
-    """`rescore_splits` on what `infer.infer(cfg, run_dir)` returned: val, and test where its answers
-    are known (the demo). The mirrored galleries are encoded (or read from the cache) only when a
-    variant flips and the run's own retrieval did not make them."""
+    """`rescore_splits` on what `infer.infer(cfg, run_dir)` returned; writes RESCORE_FILE."""
     prep = prep or load_prepared(Path(run_dir))
-    val_gallery = scoring.split_gallery(prep.val)
-    splits = [(Split("val", result.val_result.query_emb, result.val_result.gallery_emb,
-                     result.val_result.gallery_names, list(prep.val["kind"]), relevance_sets(prep.val),
-                     gallery_flip=result.val_result.gallery_flip_emb), val_gallery)]
-    queries = prep.test_queries
-    relevant = infer.test_relevance(cfg, list(queries["text"]))
+    val, test = result.val_result, result.test_result
+    splits = [(Split("val", val.query_emb, val.gallery_emb, val.gallery_names, list(prep.val["kind"]),
+                     relevance_sets(prep.val), gallery_flip=val.gallery_flip_emb),
+               scoring.split_gallery(prep.val))]
+    relevant = infer.test_relevance(cfg, list(prep.test_queries["text"]))
     if relevant is not None:
-        kinds = list(queries["kind"])
-        splits.append((Split("test", result.test_result.query_emb, result.test_result.gallery_emb,
-                             result.test_result.gallery_names, kinds, relevant, boards=split_boards(kinds),
-                             gallery_flip=result.test_result.gallery_flip_emb),
+        kinds = list(prep.test_queries["kind"])
+        splits.append((Split("test", test.query_emb, test.gallery_emb, test.gallery_names, kinds, relevant,
+                             boards=split_boards(kinds), gallery_flip=test.gallery_flip_emb),
                        [resolve(p) for p in prep.test_gallery["filepath"]]))
     flips = any(settings(cfg.replace(**dict(o))).needs_flip for o in variants.values())
     missing = [(split, paths) for split, paths in splits if flips and split.gallery_flip is None]

@@ -1,12 +1,6 @@
-"""Text-to-image retrieval: encode the gallery once (cached), encode the queries, top-k.
-
-Building blocks (`encode_gallery`, `classify_gallery`) and one call for notebooks, `retrieve`.
-Embeddings are L2-normalised float32 on the CPU, so scores are cosines and a cache hit ranks exactly
-as a miss (lib.eval.embedding_cache). Queries are rewritten by the run's query policy first
-(lib.eval.query_policy). With a re-ranker (`rerank`, lib.eval.rerank) the first stage keeps each
-query's N best and the re-ranker returns the k best of them, from the same cached embeddings (and
-the mirrored gallery's, cached too, when A3R flips).
-"""
+"""Text-to-image retrieval: the gallery encoded once (cached: lib.eval.embedding_cache), the queries
+after the run's query policy, top-k, then the re-ranker (lib.eval.rerank) on each query's top N.
+Embeddings are L2-normalised float32 on the CPU, so scores are cosines and a cache hit ranks as a miss."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,6 +8,7 @@ import os
 import random
 import warnings
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +35,7 @@ class RetrievalResult:
     """What `retrieve` found; row q of every per-query field belongs to query q (input order)."""
 
     image_names: list[list[str]]  # the k best gallery names per query, best first
-    scores: np.ndarray  # (queries, k) float32 cosines (-inf: masked by category), or the re-ranker's scores
+    scores: np.ndarray  # (queries, k) float32 cosines (-inf: masked by category), or the re-ranker's
     indices: np.ndarray  # (queries, k) int64 rows of gallery_names
     gallery_names: list[str]  # sorted by file name
     encoded_texts: list[str]  # the query texts after the policy, as the model saw them
@@ -48,7 +43,6 @@ class RetrievalResult:
     query_emb: torch.Tensor  # (queries, d) float32, L2-normalised
     cache_hit: bool  # True when the gallery embeddings came from the cache
     gallery_kinds: list[str] | None = None  # category-aware only: 'car' | 'person' per gallery image
-    gallery_margin: np.ndarray | None = None  # cos(car centroid) - cos(person centroid) per image
     gallery_flip_emb: torch.Tensor | None = None  # A3R with flip only: the mirrored gallery, as gallery_emb
 
 
@@ -66,25 +60,19 @@ def encode_gallery(model: torch.nn.Module, paths: Sequence[str | os.PathLike], p
                    model_id: str | None = None, cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR,
                    batch_size: int = 256, workers: int = 0, precision: str = "auto",
                    progress: bool = True, flip: bool = False) -> tuple[list[str], torch.Tensor, bool]:
-    """(names sorted, embeddings in that order, cache_hit). Encodes only on a cache miss.
-
-    `model_id` identifies the weights and must change whenever they do: a checkpoint's sha256
-    (lib.files.sha256_file or its `.sha256` sidecar); None: the state dict is hashed (embedding_cache).
-    `cache_dir`: a folder, DEFAULT_CACHE_DIR (lib.eval.embedding_cache.resolve_dir), or None: encode
-    every time and write nothing. `flip`: the mirrored gallery (A3R's flip test-time augmentation),
-    a cache entry of its own (`flip` is part of the preprocessing in the key).
-    """
+    """(names sorted, embeddings in that order, cache_hit); encodes only on a cache miss. `model_id`
+    must change with the weights: a checkpoint's sha256, else None (the state dict is hashed).
+    `cache_dir`: a folder, DEFAULT_CACHE_DIR or None (no cache). `flip`: A3R's mirrored gallery."""
     paths = sort_gallery(paths)
     names = [p.name for p in paths]
     cache_dir = embedding_cache.resolve_dir(cache_dir)
     if cache_dir is None:
         return names, encode_images(model, paths, preprocess_cfg, batch_size=batch_size, workers=workers,
                                     precision=precision, progress=progress, flip=flip), False
-    pp = dataclasses.asdict(as_preprocess_cfg(preprocess_cfg))
-    dtype = resolve_precision(precision, model_device(model))
     key, description = embedding_cache.cache_key(
         model_id or embedding_cache.model_fingerprint(model), paths,
-        {**pp, "pad": PAD_POLICY, "flip": bool(flip)}, dtype, code=preprocessing_fingerprint())
+        {**dataclasses.asdict(as_preprocess_cfg(preprocess_cfg)), "pad": PAD_POLICY, "flip": bool(flip)},
+        resolve_precision(precision, model_device(model)), code=preprocessing_fingerprint())
     cached = embedding_cache.load(cache_dir, key, names, model_id=description["model_id"])
     if cached is not None and _spot_check(model, paths, cached, preprocess_cfg, precision, flip,
                                           cache_dir / f"{key}.npy"):
@@ -101,9 +89,8 @@ SPOT_CHECK_COSINE = 0.999  # the same model, images and precision give the same 
 
 def _spot_check(model: torch.nn.Module, paths: list[Path], cached: np.ndarray, preprocess_cfg: Any,
                 precision: str, flip: bool, entry: Path) -> bool:
-    """Encode a few random rows of a cache entry again with the model in use: an entry whose rows are
-    not these images' embeddings under this model (rows reordered, another model's, a forged sidecar)
-    is refused and encoded again. The rows are drawn afresh each time, so a forgery cannot know them."""
+    """Encode a few random rows again: an entry whose rows are not these images' embeddings under this
+    model (reordered, another model's, a forged sidecar) is refused. Fresh rows each time: unguessable."""
     rows = sorted(random.SystemRandom().sample(range(len(paths)), min(SPOT_CHECK_ROWS, len(paths))))
     fresh = encode_images(model, [paths[i] for i in rows], preprocess_cfg, batch_size=len(rows),
                           precision=precision, progress=False, flip=flip).numpy()
@@ -118,22 +105,17 @@ def _spot_check(model: torch.nn.Module, paths: list[Path], cached: np.ndarray, p
 
 
 def classify_gallery(gallery_emb: torch.Tensor, query_emb: torch.Tensor,
-                     query_kinds: Sequence[str]) -> tuple[list[str], np.ndarray]:
-    """'car' or 'person' per gallery image, by the nearer centroid of the car / person QUERY embeddings.
-
-    Why the queries and not zero-shot prompts ("a photo of a car"): the fine-tuned model has only
-    ever seen captions in the queries' style, and the demo's tiny foundation model may never have seen
-    the prompt's words. Returns (kinds, margin = cos(car centroid) - cos(person centroid)); a margin
-    of exactly 0 counts as car. With queries of one kind only, every image gets that kind.
-    """
+                     query_kinds: Sequence[str]) -> list[str]:
+    """'car' or 'person' per gallery image by the nearer centroid of the car / person QUERY embeddings
+    (ties: car): the fine-tuned model knows the queries' style of caption, not zero-shot prompts'."""
     kinds = np.asarray(list(query_kinds))
     present = [kind for kind in KINDS if (kinds == kind).any()]
     if len(present) < 2:
-        return [present[0] if present else "car"] * len(gallery_emb), np.zeros(len(gallery_emb), np.float32)
+        return [present[0] if present else "car"] * len(gallery_emb)
     centroid = {kind: F.normalize(query_emb[torch.from_numpy(kinds == kind)].float().mean(0), dim=0)
                 for kind in KINDS}
     margin = (gallery_emb.float() @ (centroid["car"] - centroid["person"])).numpy()
-    return ["car" if m >= 0 else "person" for m in margin], margin
+    return ["car" if m >= 0 else "person" for m in margin]
 
 
 def options(cfg: Any) -> dict[str, Any]:
@@ -149,50 +131,38 @@ def retrieve(model: torch.nn.Module, tokenizer: Any, preprocess_cfg: Any, query_
              cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR, batch_size: int = 256,
              workers: int = 0, precision: str = "auto", category_aware: bool = False,
              rerank: Rerank | None = None, chunk: int = 1024, progress: bool = True) -> RetrievalResult:
-    """The k best gallery images per query (queries in input order, gallery sorted by file name).
-
-    `policy` rewrites car queries (lib.eval.query_policy); `category_aware`: car queries rank only images
-    classified as cars, person queries only persons (classify_gallery); `rerank`: the re-ranking of
-    each query's first-stage top-N (lib.eval.rerank; None or method "none": the first stage's top-k).
-    The model stays on its device.
-    """
+    """The k best gallery images per query (gallery sorted by file name). `category_aware`: queries
+    rank only the images classify_gallery gives their kind; `rerank` None or "none": the first stage."""
     encoded = apply_policy(query_texts, query_kinds, policy)
-    names, gallery_emb, hit = encode_gallery(model, gallery_paths, preprocess_cfg, model_id=model_id,
-                                             cache_dir=cache_dir, batch_size=batch_size, workers=workers,
-                                             precision=precision, progress=progress)
+    gallery = partial(encode_gallery, model, gallery_paths, preprocess_cfg, model_id=model_id,
+                      cache_dir=cache_dir, batch_size=batch_size, workers=workers, precision=precision,
+                      progress=progress)
+    names, gallery_emb, hit = gallery()
     query_emb = encode_texts(model, tokenizer, encoded, batch_size=batch_size, precision=precision,
                              progress=progress)
     reranking = rerank is not None and rerank.active
     depth = min(max(k, rerank.max_depth), len(names)) if reranking else k
-    scores, idx, gallery_kinds, margin = first_stage(query_emb, gallery_emb, query_kinds, depth,
-                                                     category_aware=category_aware, chunk=chunk)
-    flip_emb = None
+    scores, idx, gallery_kinds = first_stage(query_emb, gallery_emb, query_kinds, depth,
+                                             category_aware=category_aware, chunk=chunk)
+    flip_emb = gallery(flip=True)[1] if reranking and rerank.needs_flip else None
     if reranking:
-        if rerank.needs_flip:
-            flip_emb = encode_gallery(model, gallery_paths, preprocess_cfg, model_id=model_id,
-                                      cache_dir=cache_dir, batch_size=batch_size, workers=workers,
-                                      precision=precision, progress=progress, flip=True)[1]
         scores, idx = second_stage(query_emb, gallery_emb, scores, idx, query_kinds, rerank, flip_emb, k)
     return RetrievalResult(
         image_names=[[names[j] for j in row] for row in idx.tolist()], scores=scores.numpy(),
         indices=idx.numpy(), gallery_names=names, encoded_texts=encoded, gallery_emb=gallery_emb,
-        query_emb=query_emb, cache_hit=hit, gallery_kinds=gallery_kinds, gallery_margin=margin,
-        gallery_flip_emb=flip_emb)
+        query_emb=query_emb, cache_hit=hit, gallery_kinds=gallery_kinds, gallery_flip_emb=flip_emb)
 
 
 def first_stage(query_emb: torch.Tensor, gallery_emb: torch.Tensor, query_kinds: Sequence[str], depth: int, *,
                 category_aware: bool = False, chunk: int = 1024
-                ) -> tuple[torch.Tensor, torch.Tensor, list[str] | None, np.ndarray | None]:
-    """(scores, indices, gallery_kinds, margin): each query's `depth` best gallery rows by cosine,
-    category-aware when asked (then also the gallery's kinds and margins, else None)."""
-    groups, gallery_kinds, margin = {}, None, None
+                ) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
+    """(scores, indices, gallery_kinds or None): each query's `depth` best gallery rows."""
+    groups, gallery_kinds = {}, None
     if category_aware:
-        gallery_kinds, margin = classify_gallery(gallery_emb, query_emb, query_kinds)
-        code = {kind: i for i, kind in enumerate(KINDS)}
-        groups = {"query_groups": torch.tensor([code[q] for q in query_kinds]),
-                  "gallery_groups": torch.tensor([code[g] for g in gallery_kinds])}
-    scores, idx = topk(query_emb, gallery_emb, k=depth, chunk=chunk, **groups)
-    return scores, idx, gallery_kinds, margin
+        gallery_kinds = classify_gallery(gallery_emb, query_emb, query_kinds)
+        groups = {"query_groups": torch.tensor([KINDS.index(q) for q in query_kinds]),
+                  "gallery_groups": torch.tensor([KINDS.index(g) for g in gallery_kinds])}
+    return *topk(query_emb, gallery_emb, k=depth, chunk=chunk, **groups), gallery_kinds
 
 
 def second_stage(query_emb: torch.Tensor, gallery_emb: torch.Tensor, scores: torch.Tensor, idx: torch.Tensor,

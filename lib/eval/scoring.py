@@ -1,8 +1,5 @@
 """Scoring a model on a labelled split: retrieval + the organisers' relevance + mAP@10, by kind.
-
-The same function serves the training loop (every epoch), 04_infer and the quick review, so the
-number a run reports while training is the number the final notebook prints.
-"""
+One function for the training loop, 04_infer and the quick review: training reports what 04 prints."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -71,8 +68,7 @@ def flat_metrics(scores: pd.DataFrame, prefix: str = "val_") -> dict[str, float]
 
 
 def run_val_evaluator(cfg: Config, run_dir: Path) -> Callable[[torch.nn.Module], dict[str, float]]:
-    """Evaluator factory for lib.train (lib.pipeline.fine_tune passes it):
-    the run's prepared val table, scored with the model's own tokenizer and preprocessing."""
+    """lib.train's evaluator: the run's val table, scored with the model's tokenizer and preprocessing."""
     val = pd.read_csv(val_queries_path(run_dir), keep_default_na=False)
     relevant = relevance_sets(val)
     tokenizer = open_clip.get_tokenizer(cfg.model)

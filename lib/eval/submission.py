@@ -1,17 +1,6 @@
-"""Write and validate the submission JSON.
-
-Format: `{"results": [{"text": <query exactly as in test_text.txt>, "image_names": [10 names]}, ...]}`,
-one entry per query in the queries file's order, 10 distinct gallery image names each, best first.
-
-`write_submission` refuses to write an invalid file, and writes atomically (temporary file, then
-`os.replace`): a crash never leaves half a submission. The bytes are deterministic: UTF-8, no
-escaping of non-ASCII, one query per line, so two runs with the same ranking give identical files
-and a diff between two submissions reads query by query.
-
-Problems name queries by their 0-based index (line index+1 of the queries file) and their text.
-CLI: `python -m lib.eval.submission SUBMISSION_JSON --queries test_text.txt --gallery DIR` exits 0 and
-prints one OK line when the file is valid, else exits 1 and prints the first problems.
-"""
+"""Write and validate the submission JSON (format: the README). Written atomically, in deterministic
+bytes (UTF-8, one query per line): equal rankings give equal files, a diff reads query by query.
+Problems name queries by 0-based index and text; the CLI exits 1 on any."""
 from __future__ import annotations
 
 import argparse
@@ -143,11 +132,8 @@ def validate_submission(
     gallery_dir_or_names: str | Path | Iterable[str] | None,
     limit: int | None = MAX_PROBLEMS,
 ) -> list[str]:
-    """Problems of a submission file (empty: valid). Queries are named by 0-based index and text.
-
-    Shows the first `limit` problems, then one line with the total count (limit=None: all).
-    `gallery_dir_or_names`: a directory of gallery images, a collection of names, or None (no check).
-    """
+    """Problems of a submission file (empty: valid): the first `limit` (None: all), then their count.
+    `gallery_dir_or_names`: a directory of gallery images, a collection of names, or None (no check)."""
     results, found = _load_results(submission_path)
     if results is None:
         return found

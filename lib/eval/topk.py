@@ -1,9 +1,5 @@
-"""Top-k by dot product, chunked over queries, with ties broken by gallery index.
-
-The full 17,611 × 17,611 score matrix (1.2 GB) never exists: `chunk` queries at a time. Ties go
-to the smaller gallery index (the gallery is sorted by file name), so the same embeddings always
-give the same ranking, whatever torch.topk's internal order.
-"""
+"""Top-k by dot product, `chunk` queries at a time (the 17,611² score matrix would take 1.2 GB), ties
+to the smaller gallery index whatever torch.topk's order: the same embeddings give one ranking."""
 from __future__ import annotations
 
 import torch
@@ -37,12 +33,9 @@ def _topk_rows(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
 def topk(query_emb: torch.Tensor, gallery_emb: torch.Tensor, k: int = 10, chunk: int = 1024, *,
          query_groups: torch.Tensor | None = None,
          gallery_groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scores, indices), each (queries, k): the k best gallery rows per query by float32 dot product,
-    best first, ties by smaller gallery index. Computed `chunk` queries at a time.
-
-    With groups (one int per query / per gallery image), a query only ranks images of its own group:
-    the others score -inf (they come last, by index, only when a group has fewer than k images).
-    """
+    """(scores, indices), each (queries, k): the k best gallery rows per query, best first. With groups
+    (one int per query / gallery image) a query ranks only its group's images: the others score -inf
+    (they come last, by index, only when a group has fewer than k)."""
     n = len(gallery_emb)
     if not 0 < k <= n:
         raise ValueError(f"top-k needs 0 < k <= gallery size, got k={k} for {n} gallery images")

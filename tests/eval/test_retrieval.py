@@ -87,7 +87,7 @@ def test_rerank_refuses_a_category_smaller_than_its_depth(clip, gallery, tmp_pat
 
     model, tokenizer, pp = clip
     three_each = ["car"] * 3 + ["person"] * 3
-    monkeypatch.setattr(retrieval, "classify_gallery", lambda g, q, k: (three_each, np.zeros(len(g))))
+    monkeypatch.setattr(retrieval, "classify_gallery", lambda g, q, k: three_each)
     cfg = config.Config(rerank="aqe", rerank_depth_car=4, rerank_depth_person=4, rerank_m=2, topk=2)
     with pytest.raises(rerank.RerankError, match="rerank_depth_car"):
         retrieval.retrieve(model, tokenizer, pp, ["white Audi", "A man."], ["car", "person"], gallery, k=2,
@@ -124,9 +124,9 @@ def test_classify_gallery_by_query_centroids():
     car, person = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0])
     queries = torch.stack([car, car * 0.9 + person * 0.1, person])
     gallery = torch.stack([person * 0.8 + car * 0.2, car, person])
-    kinds, margin = retrieval.classify_gallery(gallery, queries, ["car", "car", "person"])
-    assert kinds == ["person", "car", "person"] and margin[1] > 0 > margin[0]
-    assert retrieval.classify_gallery(gallery, queries[:2], ["car", "car"])[0] == ["car"] * 3
+    kinds = retrieval.classify_gallery(gallery, queries, ["car", "car", "person"])
+    assert kinds == ["person", "car", "person"]
+    assert retrieval.classify_gallery(gallery, queries[:2], ["car", "car"]) == ["car"] * 3
 
 
 def test_retrieve_category_aware(clip, gallery, tmp_path, monkeypatch):
@@ -134,8 +134,7 @@ def test_retrieve_category_aware(clip, gallery, tmp_path, monkeypatch):
     # the untrained clip model cannot tell cars from persons: fix the classification (wide = car)
     fixed = {name: "car" for name in ("a.png", "b.png", "c.png")} | {
         name: "person" for name in ("d.png", "e.png", "f.png")}
-    monkeypatch.setattr(retrieval, "classify_gallery",
-                        lambda g, q, k: (list(fixed.values()), np.zeros(len(g))))
+    monkeypatch.setattr(retrieval, "classify_gallery", lambda g, q, k: list(fixed.values()))
     texts = ["This is a white Audi.", "A man with a backpack.", "An orange Bus.", "A woman in a skirt."]
     kinds = ["car", "person", "car", "person"]
     res = retrieval.retrieve(model, tokenizer, pp, texts, kinds, gallery, k=3, model_id="m",
