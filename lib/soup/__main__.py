@@ -1,6 +1,4 @@
 """`python -m lib.soup`: see lib.soup.make."""
-import sys
-
 from lib.soup.make import main
 
-sys.exit(main())
+raise SystemExit(main())

@@ -1,16 +1,7 @@
 """Averaging weights: the running mean of checkpoints (model soups) and the interpolation of two (WiSE-FT).
 
-Both work on state dicts, key by key, in float32 on CPU. A checkpoint is read memory-mapped
-(`load_checkpoint(mmap=True)`): its optimizer state is never read, and a mean over ten 30 GB ViT-bigG
-checkpoints holds one float32 copy of the weights, plus the tensor being added. Float tensors are
-averaged; the others (integer buffers) are the first ingredient's. Keys, shapes and which tensors
-are floats must match, or the key that differs is named.
-
-Where the inputs agree the result is that value exactly (a soup of identical checkpoints is the
-checkpoint, bit for bit), and WiSE-FT's ends are exact (alpha 0: the first weights, 1: the second),
-so a soup that changes nothing changes nothing. The arithmetic is a fixed sequence of float32
-operations on CPU: the same checkpoints give the same bytes.
-"""
+Key by key, float32 on CPU, memory-mapped (integer buffers: the first's); where the inputs agree the
+result is that value exactly, so a soup that changes nothing changes nothing (docs/soups.md)."""
 from __future__ import annotations
 
 import os
@@ -53,9 +44,8 @@ class Ingredient:
 
 
 def read_weights(path: str | os.PathLike, model: str, home: Path | None = None) -> tuple[State, Ingredient]:
-    """A checkpoint's state dict, memory-mapped and verified against its sidecar; refused when it
-    holds another architecture than `model`. A checkpoint of another run than `home` is named with
-    its run (a soup across runs)."""
+    """A checkpoint's state dict, memory-mapped and verified, refused for another architecture than
+    `model`; named with its run when that is not `home` (a soup across runs)."""
     path = Path(path)
     ckpt = load_checkpoint(path, mmap=True)
     name = ckpt.get("name")
@@ -101,9 +91,8 @@ def restore_dtypes(state: State, types: dict[str, torch.dtype]) -> State:
 
 
 def add_to_mean(mean: State, count: int, state: State, *, inplace: bool = False) -> State:
-    """The mean of `count + 1` state dicts from the float32 mean of the first `count` and the next one:
-    m + (x - m) / (count + 1), and m itself where x equals it. `inplace` replaces mean's tensors one
-    by one (one copy of the weights in memory); otherwise `mean` is left as it was (a trial)."""
+    """The float32 mean of `count` state dicts, updated with the next one (m itself where x equals it).
+    `inplace` replaces mean's tensors one by one (one copy in memory); otherwise `mean` is left as is."""
     out = mean if inplace else dict(mean)
     for key in list(out):
         m = out[key]

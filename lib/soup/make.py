@@ -1,21 +1,6 @@
 """Model soups and WiSE-FT: one checkpoint from several, chosen on val (and board A where known).
 
-Three methods (cfg.soup; lib.soup.averaging does the arithmetic):
-
-- `uniform`: the mean of every epoch checkpoint of the run.
-- `greedy` (Wortsman et al. 2022): the epochs sorted by their selection score, best first; the soup
-  starts as the best and takes each next one only if the soup's score does not drop.
-- `wise` (WiSE-FT, Wortsman et al. 2022): (1 - alpha) * the foundation weights (cfg.pretrained) +
-  alpha * the run's best epoch, alpha the best of the grid cfg.wise_alphas (the first of equal scores).
-
-The selection score is val's official mAP@10, averaged with test board A's where the test answers
-are known (the demo; lib.eval.boards): the rule every choice of the kit follows; board B is never
-looked at. The result is `<run>/checkpoints/soup.pt` (weights only, with its sha256 sidecar) and
-`<run>/soup.json` (the method, the ingredients with their sha256, alpha, and the scores of every
-candidate tried). `lib.eval.infer` scores soup.pt instead of the best epoch when cfg.soup is not none.
-
-    python -m lib.soup --run runs/<profile>/<name> [--method greedy|uniform|wise] [--alpha A]
-                       [--with runs/<profile>/<other> ...]
+The methods (cfg.soup), the score that chooses and what is written: docs/soups.md.
 """
 from __future__ import annotations
 
@@ -101,8 +86,7 @@ def _show(row: dict) -> str:
 
 def uniform_soup(paths: Sequence[Path], model: str, scorer: Scorer, log: Log = print,
                  home: Path | None = None) -> SoupResult:
-    """The mean of every checkpoint, scored once (its scores are reported; nothing is chosen).
-    `home`: the soup's run (checkpoints of other runs are named with theirs)."""
+    """The mean of every checkpoint, scored once; `home`: the soup's run (others' are named with theirs)."""
     weights, ingredients = mean_of(paths, model, home)
     row = _candidate("uniform", ingredients, scorer(weights), kept=True)
     log(_show(row))
@@ -111,10 +95,8 @@ def uniform_soup(paths: Sequence[Path], model: str, scorer: Scorer, log: Log = p
 
 def greedy_soup(paths: Sequence[Path], model: str, scorer: Scorer, log: Log = print,
                 home: Path | None = None) -> SoupResult:
-    """Ingredients by their own score, best first (the earlier one first among equals); each joins
-    only if the soup's selection score does not drop. Checkpoints stay memory-mapped: the soup is one
-    float32 copy of the weights, a trial a second. Unlike the reference's soup notebook, whose loop
-    never averages (docs/soups.md), a kept ingredient is averaged in."""
+    """Ingredients by their own score, best first (the earlier among equals); each joins only if the
+    soup's selection score does not drop (and, unlike the reference's notebook, is averaged in)."""
     loaded = [read_weights(path, model, home) for path in paths]
     if not loaded:
         raise SoupError("no checkpoints to make a soup of")
@@ -189,8 +171,7 @@ def selection_scorer(cfg: Config, run_dir: Path, checkpoint: Path) -> Scorer:
 
 
 def _lazy(build: Callable[[], Scorer]) -> Scorer:
-    """A scorer built on its first call: checkpoints that do not match are refused before the model and
-    the data are loaded (minutes for ViT-bigG)."""
+    """Built on the first call: mismatched checkpoints are refused before model and data load (minutes)."""
     built: list[Scorer] = []
 
     def score(weights: State) -> dict[str, float]:
@@ -212,10 +193,8 @@ def foundation_weights(cfg: Config) -> State:
 
 def make_soup(cfg: Config, run_dir: Path, *, progress: bool = True, scorer: Scorer | None = None,
               foundation: State | None = None) -> SoupResult | None:
-    """cfg.soup's soup of the run's epoch checkpoints (and those of the runs in cfg.soup_runs, of the
-    same model, as the reference mixed checkpoints of two runs), scored on this run's data, written
-    to its checkpoints/soup.pt and soup.json; None when cfg.soup is "none". `scorer` and
-    `foundation` replace the real ones (tests)."""
+    """cfg.soup's soup of the run's epochs (and cfg.soup_runs'), scored on this run's data, written to
+    checkpoints/soup.pt and soup.json; None for soup "none". `scorer`, `foundation`: stand-ins (tests)."""
     if cfg.soup == "none":
         return None
     run_dir = Path(run_dir)

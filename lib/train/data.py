@@ -1,12 +1,8 @@
 """Training pairs: the prepared table -> (image tensor, tokens) batches, deterministic and resumable.
 
-Two choices make a run reproducible and a resume exact without replaying the loader:
-- the order of an epoch is a seeded permutation of (seed, epoch), cut into per-process shards like
-  DistributedSampler, and the batch sampler can start at any batch;
-- the random augmentation of a sample is seeded from (seed, epoch, index), so it does not depend on
-  which worker draws it, or on what was drawn before.
-A missing or corrupt image is skipped (the batch is a little smaller) and reported, never a crash;
-`BadImages` enforces the limit `max_bad_image_fraction`.
+An epoch's order is a permutation of (seed, epoch), sharded like DistributedSampler, and a sample's
+augmentation is seeded from (seed, epoch, index): a resume is exact without replaying the loader, and
+workers do not matter. A bad image is skipped and reported, up to `max_bad_image_fraction`.
 """
 from __future__ import annotations
 
@@ -24,13 +20,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from lib.data.images import WORKER_TIMEOUT_S, BadImage, ImageError, TooManyBadImages, read_image
 from lib.paths import resolve
 
-REQUIRED_COLUMNS = ("filepath", "title")
 
 def read_table(table: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
     """The prepared CSV (or a DataFrame) with absolute image paths; refuses missing columns/rows."""
     name = "table" if isinstance(table, pd.DataFrame) else str(table)
     df = table.copy() if isinstance(table, pd.DataFrame) else pd.read_csv(table, keep_default_na=False)
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    missing = [c for c in ("filepath", "title") if c not in df.columns]
     if missing:
         has = ", ".join(map(str, df.columns))
         raise ValueError(f"{name}: missing column(s) {', '.join(missing)} (has {has})")
@@ -45,17 +40,11 @@ def read_table(table: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A 63-bit seed, a pure function of (seed, epoch, sample index)."""
-    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, np.uint64)[0]) >> 1
-
-
 class PairDataset(Dataset):
     """Index (epoch, i) -> (image tensor, caption) of row i, or BadImage when the image is bad."""
 
     def __init__(self, table: pd.DataFrame, transform: Callable, seed: int = 0):
-        self.paths = table["filepath"].tolist()
-        self.titles = table["title"].tolist()
+        self.paths, self.titles = table["filepath"].tolist(), table["title"].tolist()
         self.transform, self.seed = transform, seed
 
     def __len__(self) -> int:
@@ -67,12 +56,11 @@ class PairDataset(Dataset):
             image = read_image(self.paths[index])
         except ImageError as e:
             return BadImage(e.path, e.reason)
-        # torchvision draws from torch's global CPU generator: seed it per sample (restored afterwards,
-        # so a loader without workers leaves the training process's RNG untouched). Only the CPU
-        # generator: torch.manual_seed would also queue a lazy CUDA seeding with a formatted stack
-        # trace on every call, which cost more than the image itself (0.5 ms a sample) and grows.
-        # open_clip's colour jitter tosses its coin with Python's `random`: seeded the same way.
-        seed, py_state = sample_seed(self.seed, epoch, index), random.getstate()
+        # torchvision draws from torch's CPU generator, open_clip's colour jitter from `random`: both seeded
+        # per sample from (seed, epoch, index), then restored (a loader without workers leaves the training
+        # RNG as it was). Not torch.manual_seed: its lazy CUDA seeding costs 0.5 ms a sample, and grows.
+        seed = int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1, np.uint64)[0]) >> 1
+        py_state = random.getstate()
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(seed)
             random.seed(seed)
@@ -109,19 +97,13 @@ class EpochBatchSampler(Sampler):
     def __init__(self, num_samples: int, batch_size: int, seed: int, epoch: int, *, rank: int = 0,
                  world_size: int = 1, num_batches: int | None = None, start: int = 0):
         self.num_samples, self.batch_size, self.seed, self.epoch = num_samples, batch_size, seed, epoch
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.start = rank, world_size, start
         full = (num_samples // world_size) // batch_size
         self.num_batches = full if num_batches is None else min(num_batches, full)
-        self.start = start
-
-    def indices(self) -> np.ndarray:
-        """This process's order for the epoch (every process computes the same permutation)."""
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_samples)
-        usable = (self.num_samples // self.world_size) * self.world_size
-        return order[:usable][self.rank::self.world_size]
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        mine = self.indices()
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_samples)
+        mine = order[:(self.num_samples // self.world_size) * self.world_size][self.rank::self.world_size]
         for b in range(self.start, self.num_batches):
             chunk = mine[b * self.batch_size:(b + 1) * self.batch_size]
             yield [(self.epoch, int(i)) for i in chunk]
@@ -143,8 +125,7 @@ def train_loader(dataset: PairDataset, collate: Collate, sampler: EpochBatchSamp
 def eval_loader(dataset: PairDataset, collate: Collate, batch_size: int, workers: int) -> DataLoader:
     """Sequential batches for the val loss; full batches only when there is one (a contrastive
     loss over a tail of 1-2 pairs says nothing)."""
-    drop_last = len(dataset) >= batch_size
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=drop_last,
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=len(dataset) >= batch_size,
                       collate_fn=collate, num_workers=workers, timeout=WORKER_TIMEOUT_S if workers > 0 else 0)
 
 

@@ -1,10 +1,8 @@
-"""What a training run writes as it goes: out.log, metrics.jsonl and TensorBoard events.
-
-out.log gets a line per `log_every` steps and per evaluation; metrics.jsonl one JSON object per
-evaluation (epoch 0 is the starting point); TensorBoard events when tensorboard is installed.
-"""
+"""What a training run writes as it goes: out.log, metrics.jsonl (a row per evaluation; epoch 0 is the
+starting point) and TensorBoard events when tensorboard is installed."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
@@ -24,12 +22,10 @@ class RunLog:
         self.tb = None
         if enabled:
             run_dir.mkdir(parents=True, exist_ok=True)
-            try:  # optional, as in open_clip: tensorboard is not a requirement of the kit
+            with contextlib.suppress(ImportError):  # optional, as in open_clip: not a requirement of the kit
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-            except ImportError:
-                self.tb = None
 
     def line(self, text: str, echo: bool = False) -> None:
         if not self.enabled:
@@ -53,14 +49,11 @@ class RunLog:
             f.write(json.dumps(_jsonable(row)) + "\n")
         self.scalars({k: v for k, v in row.items() if k not in ("epoch", "step")}, row["step"], "val")
 
-    def rows(self) -> list[dict[str, Any]]:
-        return read_metrics(self.metrics_path)
-
     def truncate_after(self, step: int) -> None:
         """On resume: forget evaluations the resumed run will redo (those after its checkpoint)."""
         if not self.enabled or not self.metrics_path.is_file():
             return
-        kept = [r for r in self.rows() if r["step"] <= step]
+        kept = [r for r in read_metrics(self.metrics_path) if r["step"] <= step]
         self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
 
     def close(self) -> None:

@@ -1,10 +1,6 @@
-"""The training loop itself: one process's model, optimizer, data position, steps and saves.
-
-lib.train.launch is the entry point (train(), the CLI, DDP set-up, the torchrun launcher); this is
-what it runs. Exactness of a resume rests on three things: the LR is a function of the step
-(lib.train.optim), the data order and the photometric jitter are functions of (seed, epoch, index)
-(lib.train.data), and the checkpoint holds everything else (lib.train.state).
-"""
+"""One process's training loop, run by lib.train.launch. A resume is exact: the LR is a function of the
+step (lib.train.optim), the data order and jitter of (seed, epoch, index) (lib.train.data), and the
+checkpoint holds the rest (lib.train.state)."""
 from __future__ import annotations
 
 import contextlib
@@ -112,7 +108,6 @@ class TrainLoop:
         self.loss_fn = open_clip.ClipLoss(local_loss=self.world > 1, gather_with_grad=self.world > 1,
                                           cache_labels=True, rank=self.rank, world_size=self.world)
 
-    # ---------------------------------------------------------------------------- setup
     def _create_model(self, init_checkpoint):
         cfg = self.cfg
         if self.resume is not None and not cfg.pretrained.startswith(LOCAL_DIR):
@@ -144,7 +139,6 @@ class TrainLoop:
         self.log.line(f"resumed from {path} at step {self.step} (epoch {self.step // self.steps_per_epoch})"
                       f"{skipped}", echo=True)
 
-    # ----------------------------------------------------------------------------- loop
     def fit(self) -> TrainResult:
         cfg, spe = self.cfg, self.steps_per_epoch
         self.started = time.time()
@@ -210,8 +204,8 @@ class TrainLoop:
         return collect_result(self.run_dir, cfg.submit_epoch)
 
     def _sync_batch(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Report bad images (all processes agree on them), and cut every process's batch to the
-        smallest one so that the features gathered across processes line up."""
+        """Report bad images (all processes agree on them); cut every process's batch to the smallest,
+        so that the gathered features line up."""
         images, texts, bad = batch["images"], batch["texts"], batch["bad"]
         if self.world > 1:
             counts = torch.tensor([-len(images), len(bad)], device=self.device)
@@ -228,9 +222,8 @@ class TrainLoop:
         return images.to(self.device, non_blocking=True), texts.to(self.device, non_blocking=True)
 
     def _optimizer_step(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor | None:
-        """One update from accum_steps batches, as open_clip: with accumulation, features of the
-        other batches are cached without gradients and serve as negatives (the contrastive loss
-        sees the whole accumulated batch)."""
+        """One update from accum_steps batches, as open_clip: the other batches' features, cached
+        without gradients, serve as negatives (the loss sees the whole accumulated batch)."""
         self.optimizer.zero_grad(set_to_none=True)
         batches = [b for b in batches if len(b[0])]
         if not batches:  # every image of the step was bad: nothing to learn from, keep the count
@@ -282,7 +275,6 @@ class TrainLoop:
             f"Lower lr (now {self.cfg.lr:g}) or warm up longer (warmup_steps={self.cfg.warmup_steps}), "
             "then start a new run")
 
-    # -------------------------------------------------------------- evaluation, checkpoints
     def _evaluate(self, epoch: int) -> None:
         if self.main and (self.evaluator is not None or self.val_loader is not None):
             t0 = time.time()

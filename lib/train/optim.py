@@ -1,9 +1,5 @@
-"""What turns gradients into updates: AdamW parameter groups, the LR schedule, the loss scaler.
-
-Everything follows open_clip's trainer (open_clip_train) so that a run here means what the same
-flags mean there: its weight-decay exclusion rule, its warmup + cosine schedule as a pure function
-of the global step (a resumed run gets the same LR), and a GradScaler only for fp16.
-"""
+"""AdamW parameter groups, the LR schedule and the loss scaler, as open_clip_train's (so that the same
+flags mean the same): its weight-decay rule, warmup + cosine as a function of the step, fp16's GradScaler."""
 from __future__ import annotations
 
 import math
@@ -15,8 +11,6 @@ from lib.config import Config
 
 LOGIT_SCALE_MAX = math.log(100)  # CLIP's clamp: logits are at most 100 x cosine similarity
 
-
-# ------------------------------------------------------------------------- parameter groups
 
 def no_weight_decay(name: str, param: torch.nn.Parameter) -> bool:
     """open_clip_train/main.py's rule, verbatim: gains, biases, norms and the temperature decay not."""
@@ -42,11 +36,8 @@ def create_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
 
 
-# ------------------------------------------------------------------------------- schedule
-
 def batches_per_epoch(num_samples: int, batch_size: int, world_size: int = 1) -> int:
-    """Full per-process batches of one epoch: the table is cut evenly across processes, the
-    last partial batch dropped (open_clip's drop_last)."""
+    """Full per-process batches of one epoch (the last partial batch dropped, as open_clip)."""
     return (num_samples // world_size) // batch_size
 
 
@@ -56,9 +47,8 @@ def steps_per_epoch(num_samples: int, batch_size: int, accum_steps: int = 1, wor
 
 
 def cosine_lr(step: int, base_lr: float, warmup_steps: int, horizon: int) -> float:
-    """The LR of optimizer step `step` (0-based): linear warmup to base_lr over `warmup_steps`
-    (open_clip's (step + 1) / warmup), then a cosine from base_lr to 0 at `horizon`. The same
-    arithmetic as open_clip_train.scheduler.cosine_lr, without an optimizer to write into."""
+    """The LR of (0-based) step `step`: open_clip_train.scheduler.cosine_lr's arithmetic (warmup to
+    base_lr, then a cosine to 0 at `horizon`), without an optimizer to write into."""
     if step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
     progress = (step - warmup_steps) / (horizon - warmup_steps)
@@ -90,12 +80,9 @@ def create_schedule(cfg: Config, steps_in_epoch: int) -> Schedule:
     if steps_in_epoch < 1:
         raise ValueError("an epoch has no full optimizer step: fewer samples than batch_size x "
                          "accum_steps x processes; lower batch_size or use a larger table")
-    horizon = cfg.schedule_epochs * steps_in_epoch  # >= the stop step (Config checks stop <= horizon),
-    # so a warmup longer than the horizon only means training ends inside the warmup
+    horizon = cfg.schedule_epochs * steps_in_epoch  # >= stop_step (Config checks): warmup may outlast it
     return Schedule(cfg.lr, cfg.warmup_steps, horizon, cfg.stop_epoch * steps_in_epoch)
 
-
-# ------------------------------------------------------------------------------- stepping
 
 def create_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | None:
     """A loss scaler for fp16 only: bf16 has fp32's range and needs none."""

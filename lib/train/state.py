@@ -1,10 +1,5 @@
-"""A training run's checkpoints: what an exact resume needs, and which epoch is the best.
-
-checkpoints/epoch_N.pt and checkpoints/latest.pt hold open_clip's format plus what an exact resume
-needs: RNG states, the bad images met so far, the running train-loss sums. Everything in a
-checkpoint loads with `torch.load(weights_only=True)` (lib.model.checkpoints.load_checkpoint), so
-numpy's RNG state is kept as lists. The run's logs are lib.train.log's.
-"""
+"""A training run's checkpoints (open_clip's format plus RNG states, bad images and train-loss sums, for
+an exact resume) and which epoch is the best. They load with weights_only=True: numpy's RNG state is lists."""
 from __future__ import annotations
 
 import os
@@ -29,8 +24,6 @@ SOUP = "soup.pt"  # the run's epochs averaged (lib.soup.make); never an epoch, n
 EPOCH_FILE = re.compile(r"epoch_(\d+)\.pt$")
 
 
-# ---------------------------------------------------------------------------- checkpoints
-
 def rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
     return {
@@ -52,8 +45,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def link_checkpoint(src: Path, dst: Path, digest: str) -> None:
-    """`dst` = the same bytes as `src` (latest.pt beside epoch_N.pt): a hard link, no second write
-    of a 30 GB file (a copy where links are not possible), with its own .sha256; both atomic."""
+    """`dst` = `src`'s bytes (latest.pt beside epoch_N.pt), atomically, with its own .sha256: a hard
+    link, not a second write of 30 GB (a copy where links are not possible)."""
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     try:
@@ -71,12 +64,8 @@ def epoch_checkpoints(ckpt_dir: Path) -> list[Path]:
 
 
 def resume_checkpoint(resume: str, run_dir: Path) -> Path | None:
-    """The checkpoint to resume from, or None for a fresh start; refuses to clobber a run.
-
-    `latest` picks checkpoints/latest.pt, or, when a kill cut its save short (it has no sidecar, or
-    its bytes are not its sidecar's), the newest epoch checkpoint that verifies: a resume from an
-    earlier point ends in the same weights. A fresh start when there is none (as open_clip).
-    """
+    """The checkpoint to resume from, None for a fresh start; refuses to clobber a run. `latest`: latest.pt,
+    else (a kill cut its save short) the newest epoch checkpoint that verifies, else none (as open_clip)."""
     ckpt_dir = run_dir / "checkpoints"
     existing = sorted(ckpt_dir.glob("*.pt")) if ckpt_dir.is_dir() else []
     if not resume:
@@ -106,8 +95,6 @@ def _verifies(path: Path) -> bool:
     return True
 
 
-# ---------------------------------------------------------------------------------- result
-
 @dataclass
 class TrainResult:
     """What a run produced: its checkpoints, evaluation rows, and the epoch to keep."""
@@ -124,9 +111,8 @@ BEST_KEYS = (("val_map10_official", max), ("val_loss", min))
 
 
 def collect_result(run_dir: Path, submit_epoch: int = 0) -> TrainResult:
-    """Read a run directory back, with the epoch to keep: `submit_epoch` when given (None until that
-    epoch is trained), else the best by val map10_official, else by val loss, else the last; of
-    equal scores the earliest."""
+    """A run directory read back, with the epoch to keep: `submit_epoch` when given, else the best by val
+    map10_official, else by val loss, else the last; of equal scores the earliest."""
     run_dir = Path(run_dir)
     checkpoints = epoch_checkpoints(run_dir / "checkpoints")
     rows = read_metrics(run_dir / "metrics.jsonl")
@@ -175,9 +161,8 @@ def check_gain(result: TrainResult, policy: str, resume_hint: str = "") -> str:
 
 
 def prune_checkpoints(run_dir: Path, keep: int, submit_epoch: int = 0) -> list[Path]:
-    """Delete epoch checkpoints but the `keep` newest, the best so far and the one to submit (a
-    ViT-bigG checkpoint with its optimizer state is ~30 GB); latest.pt is a link of its own and
-    survives. Returns the deleted files."""
+    """Delete (and return) epoch checkpoints but the `keep` newest, the best so far and the one to
+    submit (a ViT-bigG checkpoint with its optimizer state is ~30 GB); latest.pt survives."""
     if keep <= 0:
         return []
     result = collect_result(run_dir)
