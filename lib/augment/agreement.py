@@ -1,9 +1,5 @@
-"""How good the attribute augmentation's completions are, where the truth is known.
-
-On the demo the generator knows what it drew (lib.demo.dataset.read_truth); on the real data the
-reference's own completions (lib.augment.reference.read_reference) give a second opinion. Used by
-02_augment.
-"""
+"""How good the attribute augmentation's completions are, against a truth: the demo generator's
+(lib.demo.dataset.read_truth) or, on the real data, the reference's own completions (read_reference)."""
 from __future__ import annotations
 
 import os
@@ -16,8 +12,7 @@ from lib.data.prepare import write_table
 
 
 def _present(values: pd.Series) -> pd.Series:
-    """True where a field has a value (None, NaN and "" mean absent, as in a table read with or
-    without keep_default_na)."""
+    """True where a field has a value (None, NaN and "" mean absent, with or without keep_default_na)."""
     return values.notna() & (values.astype(str).str.strip() != "")
 
 
@@ -35,27 +30,21 @@ def _joined(augmented: pd.DataFrame, truth: pd.DataFrame, field: str) -> pd.Data
 
 
 def filled_accuracy(augmented: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
-    """Per field filled at least once: how many captions got it filled and how often the fill equals
-    the truth (a field never filled has no row: its accuracy is undefined).
-
-    `truth` has one row per image with columns image, colour, brand, type (the demo generator's
-    truth/train.csv, or the reference's completions, lib.augment.reference.read_reference).
-    Baseline: always guessing the value most frequent among the captions that state the field (ties: first in
-    alphabetical order), which needs no model; `chance` is 1 / the number of values seen.
-    """
+    """Per field filled at least once, how many captions got it and how often it equals `truth` (one row
+    per image: image, colour, brand, type); baselines: the value most frequent among the captions that
+    state the field (ties: alphabetical), and `chance`, 1 / the number of values seen."""
     rows = []
     cars = augmented[augmented["kind"] == "car"]
     for field in FIELDS:
         joined = _joined(augmented, truth, field)
-        n = len(joined)
-        if not n:
+        if joined.empty:
             continue
         stated = cars.loc[_present(cars[field]), field].astype(str)
         counts = stated.value_counts()
         majority = min(counts[counts == counts.max()].index) if len(counts) else ""
         values = set(stated) | set(joined[field])
         right = joined[f"filled_{field}"] == joined[field]
-        rows.append({"field": field, "filled": n, "accuracy": right.mean(),
+        rows.append({"field": field, "filled": len(joined), "accuracy": right.mean(),
                      "majority_value": majority, "majority_accuracy": (joined[field] == majority).mean(),
                      "chance": 1 / len(values)})
     return pd.DataFrame(rows, columns=["field", "filled", "accuracy", "majority_value", "majority_accuracy",
@@ -66,7 +55,7 @@ ACCURACY_FILE = "attribute_agreement.csv"
 
 
 def write_accuracy(accuracy: pd.DataFrame, run_dir: str | os.PathLike) -> Path:
-    """filled_accuracy's table into the run (`attribute_agreement.csv`), for the record's figures."""
+    """filled_accuracy's table into the run, for the record's figures."""
     return write_table(accuracy, Path(run_dir) / ACCURACY_FILE)
 
 

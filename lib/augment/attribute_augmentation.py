@@ -1,28 +1,8 @@
-"""Attribute augmentation: zero-shot completion of car captions (A3R's step 2).
+"""Attribute augmentation (A3R's step 2): each car caption lacking an allowed field gets the candidate
+sentence its image is nearest to ("A Truck." -> "An orange FAW Truck."); parameters: docs/reference.md.
 
-Training captions name colour + brand ("This is a white Audi.", 84 %), a bare type ("A Truck.",
-15 %) or a bare brand (1 %); test queries name all three. Each car caption missing an allowed field
-gets the candidate sentence, from the product of the vocabulary's values for its missing fields,
-that the foundation model finds nearest to its image ("A Truck." -> "An orange FAW Truck.").
-
-Unlike the reference, which rebuilt the model for every batch (~20 s per image): the model is built
-once per run, every image is encoded once (batched, lib.model.encode) and every DISTINCT
-candidate sentence once (captions share candidates), then each caption's candidates are scored by a
-dot product. Persons, and captions with nothing allowed missing, are left as they are.
-
-Output columns: the input's, `original_<column>` after the text column (`title` in train.csv, the
-completed caption training reads; `text` in val.csv, the query val scores), then `filled_colour`,
-`filled_brand`, `filled_type` ("" when nothing was added) and `margin` (best minus second-best
-cosine; inf with a single candidate, NaN when nothing was scored). The `colour`/`brand`/`type`
-columns stay the labels' own (what the attribute says).
-
-As the reference, by the run's parameters: every field a caption lacks is filled
-(`attribute_fields`), the images are scored as open_clip's transform takes them, unpadded
-(`augment_padded_images` pads them first), the val car captions are completed too (`augment_val`),
-and a car's text becomes "colour brand type", the fourth field of the reference's augmented files
-(`car_caption_form: attributes`; `sentence` keeps the completed caption). With `augmented_labels`,
-the reference's own files complete the captions instead of a zero-shot pass (lib.augment.reference).
-"""
+Unlike the reference (model rebuilt per batch, ~20 s an image), each image and each DISTINCT candidate
+is encoded once, then scored by a dot product."""
 from __future__ import annotations
 
 import itertools
@@ -71,11 +51,8 @@ def field_values(vocab: CarVocabulary) -> dict[str, tuple[str, ...]]:
 
 def candidates(caption: str, vocab: CarVocabulary, fields: Sequence[str] = ("colour", "type")
                ) -> list[tuple[str, dict[str, str]]]:
-    """(sentence, {field: value added}) for every completion of `caption`; [] when none is needed.
-
-    Sentences keep the caption's prefix (article fitted to the new first word) and its final period;
-    order: the product of the missing fields' vocabularies, colour slowest (ties go to the first).
-    """
+    """(sentence, {field: value added}) for every completion of `caption`, prefix and period kept, in
+    the order of the product of the missing fields' values (ties go to the first); [] if none needed."""
     parts = parse_car_text(caption, vocab)
     missing = missing_fields(parts, fields, vocab)
     if not missing:
@@ -104,13 +81,9 @@ def augment_captions(table: pd.DataFrame, model: torch.nn.Module | None, tokeniz
                      preprocess_cfg: Any, vocab: CarVocabulary, fields: Sequence[str] = ("colour", "type"),
                      *, column: str = "title", padded: bool = True, batch_size: int = 256, workers: int = 0,
                      precision: str = "auto", progress: bool = True) -> pd.DataFrame:
-    """The table with the car captions in `column` completed (see the module docstring for the
-    columns); `padded`: the images padded to a square before the model's transform.
-
-    `out.attrs["augment_stats"]`: rows completed, images and distinct texts encoded, seconds (all,
-    encoding images, encoding texts), images/s (all images over all seconds). The model is only
-    used when some caption needs completing (it may be None otherwise).
-    """
+    """The table with the car captions in `column` completed, `original_<column>` after it, and
+    `filled_<field>` ("": none) and `margin` (best minus second-best cosine) at the end; counts and
+    times in `attrs["augment_stats"]`. `model` may be None when no caption needs completing."""
     _check_table(table, column)
     fields = check_fields(fields)
     start, timing = time.perf_counter(), {"images": 0.0, "texts": 0.0}
@@ -171,8 +144,8 @@ def augment_captions(table: pd.DataFrame, model: torch.nn.Module | None, tokeniz
 
 
 def caption_form(table: pd.DataFrame, vocab: CarVocabulary, form: str, column: str) -> pd.DataFrame:
-    """Car texts in `column` as `form` says: "attributes" -> "colour brand type" (absent fields skipped,
-    no prefix, no period: the reference's training text); "sentence" leaves them as they are."""
+    """Car texts in `column` as "colour brand type" (form "attributes": the reference's training text),
+    or as they are ("sentence")."""
     if form == "sentence":
         return table
     out = table.copy()
@@ -183,14 +156,8 @@ def caption_form(table: pd.DataFrame, vocab: CarVocabulary, form: str, column: s
 
 
 def augment_run(cfg: Config, run_dir: str | os.PathLike, *, progress: bool = True) -> pd.DataFrame:
-    """Complete the run's car captions; write <run>/data/train_augmented.csv and, with cfg.augment_val,
-    val_augmented.csv (atomically: training and scoring pick them up when they exist, so they are
-    never half written). Returns the train table.
-
-    Fields: cfg.attribute_fields (none when cfg.attribute_augmentation is false: the captions are only
-    put in cfg.car_caption_form and no model is built); completions from the foundation model (built
-    once, from cfg), or from the reference's files (cfg.augmented_labels).
-    """
+    """Complete the run's car captions into train_augmented.csv (and val_augmented.csv), atomically:
+    later steps use them when they exist. Returns the train table."""
     prep = load_prepared(Path(run_dir), augmented=False)
     fields = check_fields(cfg.attribute_fields) if cfg.attribute_augmentation else ()
     model = tokenizer = preprocess_cfg = None

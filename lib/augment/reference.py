@@ -1,10 +1,7 @@
-"""The reference's published augmented label files, as input: its completions instead of a zero-shot pass.
+"""The reference's augmented label files (`augmented_labels`) as completions, instead of a zero-shot pass.
 
-A3R ships `data/augmented_ViT-bigG-14_{train,val}_label.txt`, one car line each:
-`image$attribute$caption$augmented`, the fourth field the completed "colour brand type" its training
-read (parse_augment.py:18). A competitor holding them can train on them directly
-(`augmented_labels`: a folder with a `*train_label.txt` and, for `augment_val`, a `*val_label.txt`).
-"""
+A3R's `data/augmented_ViT-bigG-14_{train,val}_label.txt` hold `image$attribute$caption$augmented` per
+car, the fourth field the "colour brand type" its training read (parse_augment.py:18)."""
 from __future__ import annotations
 
 import os
@@ -21,8 +18,7 @@ FIELDS = ("colour", "brand", "type")
 
 
 def read_reference(path: str | os.PathLike, vocab: CarVocabulary) -> pd.DataFrame:
-    """The reference's augmented captions (`image$attribute$caption$augmented`, lib's vocabulary)
-    -> DataFrame[image, attribute, caption, augmented, colour, brand, type, line]."""
+    """A reference file -> DataFrame[image, attribute, caption, augmented, colour, brand, type, line]."""
     name, rows = Path(path).name, []
     for number, line in enumerate(read_lines(path), start=1):
         fields = line.split("$")
@@ -34,7 +30,6 @@ def read_reference(path: str | os.PathLike, vocab: CarVocabulary) -> pd.DataFram
 
 
 def split_file(folder: str | os.PathLike, split: str) -> Path:
-    """The folder's one `*<split>_label.txt` (the reference's: augmented_<model>_<split>_label.txt)."""
     found = sorted(Path(folder).glob(f"*{split}_label.txt"))
     if len(found) != 1:
         raise KitError(f"augmented_labels={folder}: expected one *{split}_label.txt there (the reference's "
@@ -43,18 +38,15 @@ def split_file(folder: str | os.PathLike, split: str) -> Path:
 
 
 def complete(table: pd.DataFrame, reference: pd.DataFrame, vocab: CarVocabulary, column: str) -> pd.DataFrame:
-    """The table with each car caption in `column` completed as the reference completed it: its
-    prefix and period kept, its fields those of the reference's fourth field (what the reference
-    added in filled_*). A car the reference has no line for keeps its caption (`attrs["not_in_reference"]`
-    counts them: the reference's val file lacks 42 of 3,413)."""
+    """The car captions in `column` completed as the reference did (prefix and period kept). A car it
+    has no line for keeps its caption (`attrs["not_in_reference"]`: 42 of 3,413 in its val file)."""
     if reference["image"].duplicated().any():
         first = reference.loc[reference["image"].duplicated(), "image"].iloc[0]
         raise KitError(f"the reference's file names {first} twice: it cannot say which completion is meant")
     by_image = reference.set_index("image")
     out = table.copy()
     texts = out[column].astype(str).tolist()
-    new, filled = list(texts), {f: [""] * len(out) for f in FIELDS}
-    missing = 0
+    new, filled, missing = list(texts), {f: [""] * len(out) for f in FIELDS}, 0
     for i, (image, kind) in enumerate(zip(out["image"], out["kind"])):
         if kind != "car":
             continue

@@ -1,8 +1,5 @@
-"""What the organisers' labels can say: the closed set of car types and the 21 person attributes.
-
-Car colours and brands are open sets, derived from the data (lib.data.labels.build_car_vocabulary);
-these two are fixed by the competition (../shared/spec/persons.md).
-"""
+"""The competition's closed sets: car types and the 21 person attributes (../shared/spec/persons.md).
+Car colours and brands are open, derived from the data (lib.data.labels.build_car_vocabulary)."""
 from __future__ import annotations
 
 CAR_TYPES: tuple[str, ...] = ("Bus", "Microbus", "Minivan", "SUV", "Sedan", "Truck")

@@ -1,11 +1,7 @@
-"""The grammar of the organisers' car captions: prefixes, articles, periods, composition.
+"""The organisers' car captions: "{prefix}{colour} {brand} {type}." with any field absent ("A Truck.").
 
-A car caption is "{prefix}{colour} {brand} {type}." with any of the three fields absent, e.g.
-"This is a white Audi.", "A Truck.", "An orange FAW Truck."; the prefixes seen in the real data
-are `CAPTION_PREFIXES`. The article goes by the next word's first LETTER, not its sound: in the
-3,413 real val car captions "An"/"This is an" occur only before "orange" (250 times), and a bare
-type is "A SUV." (95 times), never "An SUV.".
-"""
+The article goes by the next word's first LETTER, not its sound: in the 3,413 real val car captions
+"An" occurs only before "orange" (250 times), and a bare type is "A SUV." (95 times), never "An SUV."."""
 from __future__ import annotations
 
 import re
@@ -41,16 +37,12 @@ def article(word: str) -> str:
 
 
 def fit_article(prefix: str, first_word: str) -> str:
-    """The prefix with its article agreeing with `first_word`; case kept ("A " + "orange" -> "An ").
-
-    A prefix without a final article ("" or anything else) is returned as it is.
-    """
+    """The prefix with its final article, if any, agreeing with `first_word` ("A " + "orange" -> "An ")."""
     found = _ARTICLE_END.search(prefix)
     if not found:
         return prefix
     new = article(first_word)
-    new = new.capitalize() if found.group(2)[0] == "A" else new
-    return prefix[:found.start(2)] + new + " "
+    return prefix[:found.start(2)] + (new.capitalize() if found.group(2)[0] == "A" else new) + " "
 
 
 def compose_car_caption(prefix: str, colour: str | None, brand: str | None, type_: str | None,

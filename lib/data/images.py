@@ -1,13 +1,7 @@
 """Images: read (RGB), check a split for missing or corrupt files, pad to a square.
 
-Cars and people are cropped tight, so their images are far from square: CLIP's own eval transform
-(resize the shortest side, centre-crop) would cut off the front and back of a wide car and the head
-and feet of a tall person. `pad_to_square` centres the image on a square canvas first
-(lib.data.transforms then hands it to open_clip's own transform).
-
-A bad image never crashes a run: `verify_images` lists every one with its reason, and DataLoader
-workers hand a `BadImage` back instead of raising, so the main process can name it.
-"""
+Cars and people are cropped tight: CLIP's centre crop would cut off the ends of a wide car or a tall
+person, so images are padded first. A bad image is named with its reason, never a crash."""
 from __future__ import annotations
 
 import io
@@ -25,8 +19,7 @@ from PIL import Image
 from lib.errors import KitError
 from lib.progress import bar as progress_bar
 
-# A DataLoader worker that yields no batch of images for this long has hung (a dead network mount, a
-# deadlock): the loader raises instead of waiting for ever. No other wall-clock limit stops a run.
+# A DataLoader worker silent this long has hung (dead mount, deadlock): raise, never wait for ever
 WORKER_TIMEOUT_S = 900
 JPEG_SOI = b"\xff\xd8"
 JPEG_EOI = b"\xff\xd9"
@@ -59,11 +52,7 @@ class BadImage:
 
 
 def pad_to_square(img: np.ndarray, fill: int = 0) -> np.ndarray:
-    """Centre `img` (H×W or H×W×C uint8) on an S×S canvas of `fill`, S = max(H, W).
-
-    The content starts at row (S-H)//2 and column (S-W)//2, so an odd pixel of padding goes to the
-    bottom/right. A square input comes back as a copy.
-    """
+    """Centre `img` (H×W or H×W×C uint8) on a square canvas of `fill`; an odd pixel goes bottom/right."""
     if not isinstance(img, np.ndarray):
         raise ValueError(f"pad_to_square needs a numpy array, got {type(img).__name__}")
     if img.dtype != np.uint8:
@@ -99,10 +88,7 @@ def _jpeg_is_complete(data: bytes) -> bool:
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as an RGB uint8 H×W×3 array (OpenCV decode, BGR → RGB).
-
-    Raises ImageError naming the path and the reason: missing, empty, truncated JPEG, not decodable.
-    """
+    """An image file as an RGB uint8 H×W×3 array; ImageError names the path and the reason."""
     path = Path(path)
     try:
         data = path.read_bytes()  # read once: decode from memory, check the JPEG tail on the same bytes
@@ -139,13 +125,8 @@ def _check(path: str | os.PathLike) -> str | None:
 def verify_images(paths: Sequence[str | os.PathLike], max_bad_fraction: float = 0.0,
                   report_path: str | os.PathLike | None = None, workers: int = 0,
                   progress: bool = True) -> pd.DataFrame:
-    """Decode every image; return the bad ones as a DataFrame[image, path, reason] (empty: all good).
-
-    The list is written as CSV to `report_path` when given (header only when nothing is bad).
-    Raises TooManyBadImages when bad/total > `max_bad_fraction` (0: any bad image fails).
-    `workers`: decoding threads (OpenCV releases the GIL); 0 picks min(8, CPUs), 1 is sequential.
-    `df.attrs` holds `checked` (how many paths) and `bad_fraction`.
-    """
+    """The bad images as DataFrame[image, path, reason] (also to `report_path`), TooManyBadImages above
+    `max_bad_fraction`. `workers`: decoding threads (OpenCV releases the GIL); 0: min(8, CPUs)."""
     if not 0.0 <= max_bad_fraction <= 1.0:
         raise ValueError(f"max_bad_fraction must be within 0..1, got {max_bad_fraction}")
     paths = [Path(p) for p in paths]

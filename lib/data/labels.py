@@ -1,24 +1,8 @@
 """Label files, car vocabulary and query routing (the organisers' formats, read strictly).
 
-- `read_labels(path)`: `image$attribute$text` lines -> DataFrame[image, attribute, text, kind, line].
-  A line is a person line when its attribute is exactly 21 comma-separated 0/1 items, else a car
-  line. Refused, with `file:line` in the message (`LabelError`): an empty file, not 3 fields, empty
-  image, attribute or text, an attribute made of digits and commas that is not 21 items of 0/1, a
-  blank line before the end, bytes that are not UTF-8. Accepted: BOM, CRLF, trailing blank lines,
-  trailing periods.
-  File order is kept; repeated texts and repeated image names are kept as they are.
-- Cars: `build_car_vocabulary(df, types)` derives colours and brands from the car attributes (the
-  types are the organisers' closed set, `CAR_TYPES`); `parse_car_text(text, vocab)` splits an
-  attribute, caption or query into prefix / colour / brand / type; `add_car_fields(df, vocab)`.
-- `read_queries(path)`: test_text.txt -> DataFrame[text, kind, line], routed by `query_kind`.
-- Validation relevance and the ground-truth file live in `lib.data.relevance`; the caption grammar
-  (prefixes, articles) in `lib.data.captions`.
-
-CLI: `python -m lib.data.labels FILE` prints a small table, then as its last line
-`{"lines": N, "car": n, "person": m, "colours": [...], "types": [...], "brands": [...]}`;
-`python -m lib.data.labels --queries FILE` prints `{"queries": N, "car": n, "person": m}`.
-On a bad file it prints `file:line: problem` to stderr and exits 1.
-"""
+A line is a person line when its attribute is 21 comma-separated 0/1 items, else a car line. File
+order, repeated texts and repeated images are kept. `python -m lib.data.labels [--queries] FILE`
+prints counts, the last line as JSON; a bad file: `file:line: problem` on stderr, exit 1."""
 from __future__ import annotations
 
 import argparse
@@ -35,8 +19,8 @@ from lib.data.attributes import CAR_TYPES, N_PERSON_BITS
 from lib.data.captions import split_prefix, strip_period
 from lib.errors import KitError
 
-# Every person caption opener in persons.md names one of these words; no car caption does (colours
-# are lowercase, brands and types capitalised, so an all-caps brand such as "MAN" is not a match).
+# Every person caption opener in persons.md names one of these; no car caption does (an all-caps
+# brand such as "MAN" is not a match)
 PERSON_WORDS = frozenset({"pedestrian", "man", "woman", "male", "female", "person"})
 _WORD = re.compile(r"[A-Za-z]+")
 _VECTORISH = re.compile(r"[\d,\s]*\d[\d,\s]*")  # only digits, commas and spaces: meant as a vector
@@ -51,10 +35,7 @@ class LabelError(KitError, ValueError):
 
 
 def read_lines(path: str | Path) -> list[str]:
-    """The lines of a UTF-8 text file (BOM and CRLF accepted, trailing blank lines dropped).
-
-    A blank line before the last non-blank one, or bytes that are not UTF-8, raise `LabelError`.
-    """
+    """The lines of a UTF-8 text file (BOM, CRLF and trailing blank lines accepted; LabelError else)."""
     path = Path(path)
     raw = path.read_bytes()
     bom = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
@@ -98,7 +79,7 @@ def _check_attribute(attribute: str) -> str | None:
 
 
 def read_labels(path: str | Path) -> pd.DataFrame:
-    """An `image$attribute$text` file -> DataFrame[image, attribute, text, kind, line], file order."""
+    """An `image$attribute$text` file -> DataFrame[image, attribute, text, kind, line]."""
     name = Path(path).name
     rows = []
     for number, line in enumerate(read_lines(path), start=1):
@@ -119,7 +100,7 @@ def read_labels(path: str | Path) -> pd.DataFrame:
         {"line": "int64"})
 
 
-# --- cars -----------------------------------------------------------------------------------------
+
 @dataclass(frozen=True)
 class CarVocabulary:
     """Car colours, brands and types, each a sorted tuple."""
@@ -149,12 +130,8 @@ def _colour_rest(text: str, colours: Iterable[str] | None = None) -> tuple[str, 
 
 
 def build_car_vocabulary(df: pd.DataFrame, types: Iterable[str] = CAR_TYPES) -> CarVocabulary:
-    """Colours and brands from the car attributes of `df`; the types are the given closed set.
-
-    After the prefix and the colour, a remainder equal to a type is that type. A remainder
-    `X T` with T a type is brand X plus type T only when X is a brand on its own elsewhere in the
-    data; otherwise the whole remainder is a brand ("Balong Heavy Truck").
-    """
+    """Colours and brands from the car attributes of `df`. A remainder `X T`, T a type, is brand X plus
+    T only when X is a brand on its own elsewhere; otherwise it is one brand ("Balong Heavy Truck")."""
     types = tuple(sorted(set(types)))
     colours, remainders = set(), set()
     for attribute in df.loc[df["kind"] == "car", "attribute"]:
@@ -172,13 +149,8 @@ def build_car_vocabulary(df: pd.DataFrame, types: Iterable[str] = CAR_TYPES) -> 
 
 
 def parse_car_text(text: str, vocab: CarVocabulary) -> CarParts:
-    """Split "This is a grey Chery Sedan." into ("This is a ", "grey", "Chery", "Sedan").
-
-    Colour: the first word when it is a known colour or all lowercase. Then a whole remainder that
-    is a type or a known brand is just that; else the longest known brand the remainder starts with,
-    the rest being a type when it is one; an unknown remainder ending in a type word is
-    brand + type, any other unknown remainder is a brand.
-    """
+    """Split "This is a grey Chery Sedan." into ("This is a ", "grey", "Chery", "Sedan"); after the
+    colour, known brands are matched longest first, and an unknown remainder is a brand (+ type)."""
     prefix, colour, rest = _colour_rest(text, vocab.colours)
     if not rest:
         return CarParts(prefix, colour, None, None)
@@ -206,7 +178,7 @@ def add_car_fields(df: pd.DataFrame, vocab: CarVocabulary) -> pd.DataFrame:
     return out
 
 
-# --- queries --------------------------------------------------------------------------------------
+
 def query_kind(text: str) -> str:
     """'person' when the text names a person opener word (lowercase or Capitalised), else 'car'."""
     for word in _WORD.findall(text):
@@ -222,7 +194,7 @@ def read_queries(path: str | Path) -> pd.DataFrame:
                          "line": range(1, len(lines) + 1)}).astype({"line": "int64"})
 
 
-# --- CLI ------------------------------------------------------------------------------------------
+
 def summary(df: pd.DataFrame, vocab: CarVocabulary) -> dict:
     counts = df["kind"].value_counts()
     return {"lines": len(df), "car": int(counts.get("car", 0)), "person": int(counts.get("person", 0)),

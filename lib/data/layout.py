@@ -1,11 +1,4 @@
-"""The dataset's folder layout as the organisers ship it (the demo generator writes the same).
-
-```
-<data_root>/train/train_label.txt + train/train_images/
-<data_root>/val/val_label.txt     + val/val_images/
-<data_root>/test/test_text.txt    + test/test_images/     (+ test/test_gt.txt on the demo only)
-```
-"""
+"""The dataset's folder layout as the organisers ship it (the demo generator writes the same)."""
 from __future__ import annotations
 
 import os

@@ -1,9 +1,5 @@
-"""Step 1 of the pipeline: from the organisers' files to checked, prepared tables in the run.
-
-Every later step reads these tables instead of the raw label files, so parsing, vocabulary and
-image checks happen once, and a bad line or image stops the run here, before hours of GPU time.
-(The demo profile generates its dataset first: lib.demo.dataset.ensure_demo_data.)
-"""
+"""Step 1: the organisers' files to checked, prepared tables in the run, which every later step reads:
+a bad line or image stops the run here, before hours of GPU time."""
 from __future__ import annotations
 
 import json
@@ -14,7 +10,6 @@ import pandas as pd
 
 from lib.config import Config
 from lib.data import images, labels
-from lib.data.attributes import CAR_TYPES
 from lib.data.layout import SPLIT_FILES, image_names
 from lib.data.relevance import relevance_sets, write_ground_truth
 from lib.errors import KitError
@@ -51,20 +46,16 @@ def check_dataset(cfg: Config) -> Path:
             f"the dataset under {root} is incomplete; missing: {', '.join(missing)}.\n"
             f"Put the organisers' files there exactly as shipped (see data/README.md): "
             f"{root}/train/train_label.txt + train_images/, val/val_label.txt + val_images/, "
-            f"test/test_text.txt + test_images/; or point data_root=... at them."
-        )
+            f"test/test_text.txt + test_images/; or point data_root=... at them.")
     return root
 
 
-def labelled_split(root: Path, split: str, vocab: labels.CarVocabulary | None) -> pd.DataFrame:
+def labelled_split(root: Path, split: str, vocab: labels.CarVocabulary) -> pd.DataFrame:
     label_rel, images_rel = SPLIT_FILES[split]
     table = labels.read_labels(root / label_rel)
-    image_dir = root / images_rel
-    table.insert(0, "filepath", [portable(image_dir / name) for name in table["image"]])
+    table.insert(0, "filepath", [portable(root / images_rel / name) for name in table["image"]])
     table.insert(1, "title", table["text"])
-    if vocab is not None:
-        table = labels.add_car_fields(table, vocab)
-    return table
+    return labels.add_car_fields(table, vocab)
 
 
 def gallery(root: Path) -> pd.DataFrame:
@@ -78,8 +69,7 @@ def verify(table: pd.DataFrame, split: str, cfg: Config, data_dir: Path, progres
     """Check every image of a split; drop the bad ones only when the profile tolerates them."""
     report = images.verify_images(
         [resolve(p) for p in table["filepath"]], max_bad_fraction=cfg.max_bad_image_fraction,
-        report_path=data_dir / f"bad_images_{split}.csv", progress=progress,
-    )
+        report_path=data_dir / f"bad_images_{split}.csv", progress=progress)
     if len(report):
         bad = {Path(p).name for p in report["path"]}
         table = table[~table["image"].isin(bad)].reset_index(drop=True)
@@ -92,8 +82,7 @@ def prepare(cfg: Config, run_dir: Path, progress: bool = True) -> Prepared:
     data_dir = run_dir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
 
-    raw_train = labels.read_labels(root / SPLIT_FILES["train"][0])
-    vocab = labels.build_car_vocabulary(raw_train, types=CAR_TYPES)
+    vocab = labels.build_car_vocabulary(labels.read_labels(root / SPLIT_FILES["train"][0]))
     train = verify(labelled_split(root, "train", vocab), "train", cfg, data_dir, progress)
     val = verify(labelled_split(root, "val", vocab), "val", cfg, data_dir, progress)
     queries = labels.read_queries(root / SPLIT_FILES["test"][0])
@@ -112,8 +101,7 @@ def image_paths(table: pd.DataFrame) -> dict[str, Path]:
 
 
 def write_table(table: pd.DataFrame, path: Path) -> Path:
-    """A prepared table as CSV ("\n" line ends), written atomically: a later step that finds it
-    may trust it."""
+    """A prepared table as CSV, written atomically: a later step that finds it may trust it."""
     return atomic_write(path, lambda f: table.to_csv(f, index=False, lineterminator="\n"))
 
 
@@ -122,18 +110,14 @@ def vocabulary_dict(vocab: labels.CarVocabulary) -> dict[str, list[str]]:
 
 
 def load_prepared(run_dir: Path, augmented: bool = True) -> Prepared:
-    """Read back what `prepare` wrote (later notebooks start here). `augmented`: the val queries as the
-    run scores them, completed by step 2 when it wrote val_augmented.csv (augment_val)."""
+    """Read back what `prepare` wrote; `augmented`: val as the run scores it (val_augmented.csv if any)."""
     data_dir = run_dir / "data"
     if not (data_dir / "train.csv").exists():
         raise DatasetMissing(f"{data_dir}/train.csv is missing: run notebooks/01_prepare.ipynb first")
     vocab_data = json.loads((data_dir / "vocabulary.json").read_text())
     vocab = labels.CarVocabulary(**{k: tuple(v) for k, v in vocab_data.items()})
-    read = lambda name: pd.read_csv(data_dir / name, keep_default_na=False)  # noqa: E731
-    tables = [read(name) for name in TABLES]
-    if augmented and (data_dir / VAL_AUGMENTED_TABLE).is_file():
-        tables[1] = read(VAL_AUGMENTED_TABLE)
-    return Prepared(*tables, vocab, data_dir)
+    names = (TABLES[0], val_queries_path(run_dir).name if augmented else TABLES[1], *TABLES[2:])
+    return Prepared(*(pd.read_csv(data_dir / name, keep_default_na=False) for name in names), vocab, data_dir)
 
 
 def val_queries_path(run_dir: Path) -> Path:

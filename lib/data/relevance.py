@@ -1,16 +1,8 @@
-"""Validation relevance (the organisers' rule) and the official ground-truth file.
+"""Validation relevance (the organisers' rule) and the ground-truth file (`text$img1$img2...` a query).
 
-Every validation line is a query and the gallery is the validation images. For a query made from
-image i:
-- car: car image j is relevant when its attribute string equals i's (trailing period ignored);
-- person: person image j is relevant when its attribute string equals i's, or its gender bit
-  (index 0) equals i's and every bit that is 1 in i's vector is also 1 in j's.
-A query's own image is always relevant. Computed on distinct attributes (718 distinct person
-vectors on the real val split), so 10,000 queries take a few tens of milliseconds.
-
-Ground truth file: one line per query, in order, `text$img1$img2...`, the relevant images sorted
-by name; repeated texts are kept (the same text can have different answers).
-"""
+Every val line is a query over the val images. Relevant to image i's query: a car image with i's
+attribute (trailing period ignored); a person image with i's gender bit (index 0) and every bit that
+is 1 in i's vector. Computed on distinct attributes (718 person vectors on the real val split)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence

@@ -1,13 +1,7 @@
-"""What the model sees of an image: pad to a square, then open_clip's own transform.
+"""What the model sees of an image: pad to a square, then open_clip's own transform for the model.
 
-The transforms are open_clip's (resize, crop, normalise, and in training its RandomResizedCrop and
-optional photometric jitter), built from the model's preprocess config, never from numbers copied
-here. `TwoStageTransform` cuts one at ToTensor so that DataLoader workers send small uint8 tensors
-and the float conversion and normalisation run once per batch (one vectorised op instead of two
-small ones per image: a quarter of a training sample's loading time). The arithmetic is
-to_tensor's and Normalize's, and random crops draw exactly as before, so a batch equals the
-per-image transform bit for bit (tests/data/test_transforms.py checks it).
-"""
+`TwoStageTransform` cuts it at ToTensor: workers send uint8 tensors and a batch is normalised at once
+(a quarter of a training sample's loading time), bit for bit the per-image transform."""
 from __future__ import annotations
 
 import warnings
@@ -45,10 +39,7 @@ def as_preprocess_cfg(cfg: Any):
 
 
 class PadThen:
-    """RGB uint8 ndarray → pad_to_square → PIL → open_clip transform → normalised CHW float tensor.
-
-    A class rather than a closure so that DataLoader workers can pickle it.
-    """
+    """RGB uint8 ndarray → pad_to_square → open_clip transform; a class, so that workers can pickle it."""
 
     def __init__(self, inner: Callable, fill: int = 0):
         self.inner, self.fill = inner, int(fill)
@@ -73,13 +64,8 @@ def eval_transform(preprocess_cfg: Any) -> PadThen:
 def train_transform(preprocess_cfg: Any, scale: tuple[float, float] = (0.9, 1.0),
                     photometric_jitter: Sequence[float] = (),
                     photometric_jitter_prob: float = 0.0) -> PadThen:
-    """Pad to square, then open_clip's train transform: RandomResizedCrop(scale) → [photometric
-    jitter (brightness, contrast, saturation, hue) with probability photometric_jitter_prob] →
-    tensor → normalise.
-
-    The jitter is open_clip's colour jitter; it draws its coin from Python's `random` and its
-    factors from torch, so a dataset seeds both per sample (lib.train.data.PairDataset).
-    """
+    """Pad to square, then open_clip's train transform with its colour jitter, which draws from Python's
+    `random` and torch: a dataset seeds both per sample (lib.train.data.PairDataset)."""
     pp = as_preprocess_cfg(preprocess_cfg)
     jitter: dict[str, Any] = {}
     if photometric_jitter_prob > 0:
@@ -96,10 +82,8 @@ def train_transform(preprocess_cfg: Any, scale: tuple[float, float] = (0.9, 1.0)
 
 
 class TwoStageTransform:
-    """A PadThen transform cut in two at ToTensor: `to_uint8` per image (in a DataLoader worker),
-    `normalise` per batch (see the module docstring). `flip`: mirror each image left-right before
-    padding (the mirrored gallery of A3R's flip test-time augmentation, lib.eval.rerank). `pad`
-    False: no padding, open_clip's transform alone (the reference's zero-shot augmentation)."""
+    """A PadThen cut at ToTensor: `to_uint8` per image, `normalise` per batch. `flip`: mirror first (A3R's
+    flip test-time augmentation); `pad` False: no padding (the reference's zero-shot augmentation)."""
 
     def __init__(self, padded: PadThen, flip: bool = False, pad: bool = True):
         steps = list(getattr(padded.inner, "transforms", []))
@@ -111,7 +95,7 @@ class TwoStageTransform:
         self.std = torch.tensor(steps[-1].std, dtype=torch.float32).view(1, -1, 1, 1)
 
     def to_uint8(self, img: np.ndarray) -> torch.Tensor:
-        """RGB uint8 H×W×3 → (mirrored,) padded, resized (cropped) uint8 C×H×W: what a worker sends."""
+        """RGB uint8 H×W×3 → resized uint8 C×H×W: what a worker sends."""
         if self.flip:
             img = np.ascontiguousarray(img[:, ::-1])
         pil = Image.fromarray(pad_to_square(img, self.fill) if self.pad else img)
@@ -126,13 +110,11 @@ class TwoStageTransform:
 
 
 def eval_two_stage(preprocess_cfg: Any, flip: bool = False, pad: bool = True) -> TwoStageTransform:
-    """eval_transform, cut at ToTensor; `flip`: of the mirrored image; `pad` False: unpadded."""
     return TwoStageTransform(eval_transform(preprocess_cfg), flip=flip, pad=pad)
 
 
 def train_two_stage(preprocess_cfg: Any, scale: tuple[float, float] = (0.9, 1.0),
                     photometric_jitter: Sequence[float] = (), photometric_jitter_prob: float = 0.0
                     ) -> TwoStageTransform:
-    """train_transform, cut at ToTensor."""
     return TwoStageTransform(
         train_transform(preprocess_cfg, scale, photometric_jitter, photometric_jitter_prob))

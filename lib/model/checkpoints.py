@@ -1,14 +1,7 @@
-"""Checkpoint files: saved atomically with a sha256 beside them, verified before they are loaded.
+"""Checkpoint files: saved atomically with a `.sha256` sidecar, verified before they are loaded.
 
-`save_checkpoint` writes `<file>` and `<file>.sha256` (sha256sum format). The same state gives the
-same bytes (torch.save into an open file names the archive's root folder "archive", never after a
-temporary file), so a checkpoint's sha256 identifies its weights.
-
-No weights load unverified: `verify_file` checks a file against every digest it is given or can
-find (an expected sha256 passed in, the `.sha256` sidecar, a hash in the file name as open_clip
-names its downloads, `<name>-<first hex digits>.pt`, or the Hugging Face cache's blob name, which is
-the file's sha256) and refuses a file with none: a damaged file would otherwise load silently.
-"""
+The same state gives the same bytes (torch.save into an open file names its archive "archive", never
+after a temporary file), so a checkpoint's sha256 identifies its weights. No weights load unverified."""
 from __future__ import annotations
 
 import os
@@ -23,8 +16,7 @@ from safetensors.torch import save as save_safetensors
 from lib.errors import KitError
 from lib.files import atomic_write, recorded_sha256, sha256_file, sidecar, write_sidecar
 
-# open_clip's download names end in their sha256's first hex digits: "...-laion400m_e32-46683a32.pt"
-# (all digits would be a date or a counter, not a hash)
+# open_clip's download names end in their sha256's first hex digits ("...-e32-46683a32.pt"), not all digits
 NAME_HASH = re.compile(r"-(?![0-9]+$)([0-9a-f]{8,64})$")
 HUB_BLOB = re.compile(r"[0-9a-f]{64}")  # huggingface_hub keeps an LFS file as blobs/<its sha256>
 
@@ -34,8 +26,8 @@ class ChecksumError(KitError, ValueError):
 
 
 def verify_file(path: str | os.PathLike, expected_sha256: str = "") -> str:
-    """The file's sha256, after checking it against every digest there is for it (see the module
-    docstring); a file with none, or one that differs, is refused."""
+    """The file's sha256, checked against every digest there is for it (given, sidecar, in the name, the
+    hub cache's blob name); a file with none, or one that differs, is refused."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -71,12 +63,8 @@ def verify_file(path: str | os.PathLike, expected_sha256: str = "") -> str:
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> str:
-    """Save `state` atomically, then `<path>.sha256`; returns the digest.
-
-    `.safetensors` paths store `state["state_dict"]` (or `state` itself) as safetensors. A failed
-    write leaves the previous file and its sidecar; a crash between the two renames leaves no
-    sidecar, never a stale one.
-    """
+    """Save `state` atomically, then `<path>.sha256`; returns the digest. A crash between the two
+    leaves no sidecar, never a stale one. `.safetensors`: `state["state_dict"]` (or `state`) alone."""
     path = Path(path)
 
     def write(f) -> None:
@@ -100,11 +88,8 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> str:
 
 def load_checkpoint(path: str | os.PathLike, expected_sha256: str = "",
                     map_location: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:
-    """Verify (see `verify_file`) then load; a `.safetensors` file comes back as {"state_dict": ...}.
-
-    `mmap`: tensors are mapped from the file and read when used, so a 30 GB training checkpoint whose
-    weights alone are wanted never brings its optimizer state into memory (`.pt` files only).
-    """
+    """Verify, then load (`.safetensors` as {"state_dict": ...}). `mmap` (`.pt`): tensors are read when
+    used, so a 30 GB checkpoint's optimizer state need never come into memory."""
     verify_file(path, expected_sha256)
     if str(path).endswith(".safetensors"):
         return {"state_dict": load_file(str(path), device=str(map_location))}

@@ -1,8 +1,5 @@
-"""Which device and numeric precision a model runs with, decided in one place.
-
-`auto` means the GPU when there is one (bf16 autocast there), else the CPU in fp32; the process of
-rank r under torchrun takes GPU r. fp16 needs a GPU (and a loss scaler, lib.train.optim).
-"""
+"""Which device and numeric precision a model runs with, decided in one place (fp16 also needs a
+loss scaler, lib.train.optim)."""
 from __future__ import annotations
 
 import contextlib
@@ -53,9 +50,8 @@ def autocast(precision: str, device: torch.device) -> Callable[[], contextlib.Ab
 
 
 def use_threads(threads: int) -> None:
-    """torch's intra-op threads for this process (0 keeps torch's default: one per core). On a CPU
-    that other work shares, a second thread spinning at every operation's barrier can cost more
-    than it gives (docs/benchmarks.md: threads)."""
+    """torch's intra-op threads (0: torch's default, one per core); on a shared CPU fewer can be faster
+    (docs/benchmarks.md: threads)."""
     if threads > 0 and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
 

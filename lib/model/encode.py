@@ -1,10 +1,4 @@
-"""Encoding with a CLIP model: images and texts to L2-normalised float32 embeddings on the CPU.
-
-Used by attribute augmentation (step 2), retrieval (step 4) and the training loop's evaluator.
-Images: OpenCV decoding in DataLoader workers, uint8 tensors across the process boundary, one
-vectorised normalisation a batch (lib.data.transforms.TwoStageTransform), `inference_mode`, and
-on a GPU bf16 autocast with workers feeding it. A bad image raises ImageError naming it.
-"""
+"""Images and texts to L2-normalised float32 CPU embeddings (steps 2 and 4, the training evaluator)."""
 from __future__ import annotations
 
 import contextlib
@@ -27,9 +21,8 @@ from lib.progress import bar as progress_bar
 
 
 class GalleryDataset(Dataset):
-    """Image paths -> padded, resized uint8 tensors (read_image + the eval transform up to ToTensor),
-    in the given order; `transform.normalise` finishes a batch. A bad image comes back as BadImage.
-    `flip`: of each image's mirror (left-right); `pad` False: not padded to a square first."""
+    """Image paths -> uint8 tensors (eval transform up to ToTensor) in order, or BadImage; `flip`: of
+    each image's mirror; `pad` False: not padded to a square first."""
 
     def __init__(self, paths: Sequence[str | os.PathLike], preprocess_cfg: Any, flip: bool = False,
                  pad: bool = True):
@@ -72,9 +65,8 @@ def _inference(model: torch.nn.Module, precision: str):
 
 
 def loader_workers(requested: int, device: torch.device) -> int:
-    """DataLoader workers worth starting. On a GPU, all asked for (they keep it fed). On the CPU the
-    model's intra-op threads already hold the cores, and workers beside them only steal time (make
-    bench, 2 cores: 2 workers 10-20% slower than none), so only cores the threads leave free."""
+    """All asked for on a GPU; on the CPU only cores torch's threads leave free (make bench, 2 cores:
+    2 workers beside the threads 10-20% slower than none)."""
     if device.type != "cpu":
         return requested
     return max(0, min(requested, (os.cpu_count() or 1) - torch.get_num_threads()))
@@ -83,8 +75,7 @@ def loader_workers(requested: int, device: torch.device) -> int:
 def encode_images(model: torch.nn.Module, paths: Sequence[str | os.PathLike], preprocess_cfg: Any, *,
                   batch_size: int = 256, workers: int = 0, precision: str = "auto",
                   progress: bool = True, flip: bool = False, pad: bool = True) -> torch.Tensor:
-    """(len(paths), d) float32 CPU, L2-normalised, in the order of `paths`. A bad image raises ImageError.
-    `flip`: embeddings of the images mirrored left-right (before padding); `pad` False: unpadded."""
+    """(len(paths), d), in order; a bad image raises ImageError. `flip`: of the mirrored images."""
     dataset = GalleryDataset(paths, preprocess_cfg, flip=flip, pad=pad)
     n_workers = loader_workers(workers, model_device(model))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=n_workers,
@@ -105,7 +96,7 @@ def encode_images(model: torch.nn.Module, paths: Sequence[str | os.PathLike], pr
 
 def encode_texts(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], *, batch_size: int = 256,
                  precision: str = "auto", progress: bool = True) -> torch.Tensor:
-    """(len(texts), d) float32 CPU, L2-normalised, with the model's open_clip tokenizer."""
+    """(len(texts), d), with the model's open_clip tokenizer."""
     texts, out = list(texts), []
     with _inference(model, precision) as device, progress_bar(total=len(texts), desc="encoding texts",
                                                               unit="text", show=progress) as bar:
@@ -117,8 +108,7 @@ def encode_texts(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], *
 
 
 def truncated_texts(tokenizer: Any, texts: Sequence[str]) -> list[int]:
-    """Indices of the texts longer than the text tower's context: the tokenizer cuts them silently
-    (open_clip's SimpleTokenizer keeps the first context_length - 1 tokens and an end token)."""
+    """Indices of the texts longer than the text tower's context, which the tokenizer cuts silently."""
     texts = list(texts)
     context = getattr(tokenizer, "context_length", None)
     if context and hasattr(tokenizer, "encode") and hasattr(tokenizer, "sot_token_id"):
@@ -129,13 +119,9 @@ def truncated_texts(tokenizer: Any, texts: Sequence[str]) -> list[int]:
 
 @functools.cache
 def preprocessing_fingerprint() -> str:
-    """sha256 of the source of everything between an image file and the tensor the image tower sees
-    (decoding, padding, open_clip's transform around it, batching, normalisation): part of the
-    embedding cache's key, so that an edit of that code never reuses embeddings made by the old one."""
+    """sha256 of the source between an image file and the image tower's tensor: part of the embedding
+    cache's key, so that an edit of that code never reuses embeddings made by the old one."""
     parts = (images.read_image, images._jpeg_is_complete, images.pad_to_square, transforms.as_preprocess_cfg,
              transforms.PadThen, transforms.eval_transform, transforms.TwoStageTransform,
              transforms.eval_two_stage, GalleryDataset, _collate, _inference, encode_images)
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(inspect.getsource(part).encode())
-    return digest.hexdigest()
+    return hashlib.sha256("".join(inspect.getsource(part) for part in parts).encode()).hexdigest()

@@ -1,12 +1,7 @@
 """open_clip models from a name plus a weights source, with the weights verified first.
 
-Everything is delegated to open_clip's factory; this module adds the checks around it: the
-weights' sha256 (lib.model.checkpoints), an error that says what to do when weights cannot be had
-offline (lib.model.weights), and the text tower's padding trim (lib.model.text_trim).
-
-The kit's tiny architectures are open_clip JSON configs in `lib/model/configs/`, registered here:
-`kit-tiny-vit` (demo profile, 2-core CPU) and `kit-micro-vit` (unit tests, milliseconds).
-"""
+The kit's tiny architectures are open_clip configs in `lib/model/configs/`, registered here:
+`kit-tiny-vit` (demo profile, 2-core CPU) and `kit-micro-vit` (unit tests, milliseconds)."""
 from __future__ import annotations
 
 import contextlib
@@ -36,14 +31,8 @@ open_clip.add_model_config(MODEL_CONFIG_DIR)
 def create_model(name: str, pretrained: str = "", *, sha256: str = "", device: str | torch.device = "cpu",
                  image_size: int = 0, cache_dir: str | None = None, trim_text: bool = False
                  ) -> tuple[torch.nn.Module, Tokenizer, dict[str, Any]]:
-    """(model, tokenizer, preprocess_cfg) for open_clip architecture `name` and weights `pretrained`.
-
-    A weights file (given, in a local-dir, or a downloaded tag) is checked against `sha256` and its
-    `.sha256` sidecar before open_clip loads it. The model comes back in train mode on `device`, with
-    open_clip's default outputs; preprocess_cfg is `model.visual.preprocess_cfg` (size, mean, std...).
-    `trim_text`: the text tower skips the padding after a batch's longest caption where that is exact
-    (lib.model.text_trim).
-    """
+    """(model in train mode, tokenizer, model.visual.preprocess_cfg) for architecture `name` and weights
+    `pretrained`, whose file is verified first (lib.model.checkpoints). `trim_text`: lib.model.text_trim."""
     pretrained = str(pretrained or "")
     if pretrained.startswith(LOCAL_DIR):  # the folder's open_clip_config.json defines the model
         name, pretrained = pretrained, ""
@@ -72,22 +61,19 @@ def create_model(name: str, pretrained: str = "", *, sha256: str = "", device: s
     return model, open_clip.get_tokenizer(name), dict(model.visual.preprocess_cfg)
 
 
-class _RandomInitNotice(logging.Filter):
-    """open_clip's warning that no weights were loaded, where the kit asked for none (the demo's
-    foundation pretraining; a resume, whose weights come from the checkpoint): expected, not news."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("No pretrained weights loaded")
+def _random_init_notice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("No pretrained weights loaded")
 
 
 @contextlib.contextmanager
 def _random_init_expected() -> Iterator[None]:
-    root, notice = logging.getLogger(), _RandomInitNotice()
-    root.addFilter(notice)
+    """Hide open_clip's warning that no weights were loaded where the kit asked for none (the demo's
+    foundation pretraining; a resume, whose weights come from the checkpoint): expected, not news."""
+    logging.getLogger().addFilter(_random_init_notice)
     try:
         yield
     finally:
-        root.removeFilter(notice)
+        logging.getLogger().removeFilter(_random_init_notice)
 
 
 def resolve_source(model: str, source: str) -> str:
@@ -108,10 +94,7 @@ def tokenizer_for(cfg: Config) -> Tokenizer:
 def model_from_config(cfg: Config, checkpoint: str | os.PathLike | None = None,
                       device: str | torch.device | None = None
                       ) -> tuple[torch.nn.Module, Tokenizer, dict[str, Any]]:
-    """create_model from cfg.model / pretrained / pretrained_sha256 / image_size / device.
-
-    `checkpoint` (e.g. a run's epoch_N.pt) replaces cfg.pretrained; it is verified by its sidecar.
-    """
+    """create_model from cfg; `checkpoint` (e.g. a run's epoch_N.pt) replaces cfg.pretrained."""
     use_threads(cfg.threads)
     source, sha = (str(checkpoint), "") if checkpoint is not None else (cfg.pretrained, cfg.pretrained_sha256)
     return create_model(cfg.model, resolve_source(cfg.model, source), sha256=sha,

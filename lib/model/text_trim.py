@@ -1,16 +1,8 @@
 """Run CLIP's text tower on a batch's used length instead of its whole context (77 positions).
 
-Captions are short: the real validation labels take 27 of the 77 positions on average (58 at
-most), yet open_clip's `CLIP.encode_text` always runs all 77, and on the tiny demo model the text
-tower is ~40 % of a training step. Under the causal attention mask a position sees only those before
-it, and the feature is read at the end-of-text token (argmax pooling: it has the largest id), so
-the padding columns after a batch's longest caption cannot change the result. Dropping them is
-exact up to the float rounding of differently shaped matrix products (tests/test_text_trim.py).
-
-`install` replaces `encode_text` on one model instance (`forward` and DDP call it from there), only
-where that argument holds: an open_clip CLIP whose text mask is causal and whose pooling is argmax.
-Anything else keeps open_clip's own encode_text. Weights and state dicts are untouched.
-"""
+Under the causal mask a position sees only those before it, and argmax pooling reads the end-of-text
+token, so the padding after a batch's longest caption cannot change the result (up to float rounding;
+docs/benchmarks.md). Models where that does not hold are left alone; weights are untouched."""
 from __future__ import annotations
 
 import types
@@ -41,8 +33,7 @@ def used_length(text: torch.Tensor) -> int:
 
 
 def encode_text(model: torch.nn.Module, text: torch.Tensor, normalize: bool = False) -> torch.Tensor:
-    """open_clip's CLIP.encode_text, on text[:, :used_length] with the matching slices of the
-    positional embedding and the causal mask."""
+    """open_clip's CLIP.encode_text on text[:, :used_length] (positional embedding and mask sliced)."""
     n = used_length(text)
     text = text[:, :n]
     cast_dtype = model.transformer.get_cast_dtype()
@@ -58,7 +49,7 @@ def encode_text(model: torch.nn.Module, text: torch.Tensor, normalize: bool = Fa
 
 
 def install(model: torch.nn.Module) -> bool:
-    """Make `model.encode_text` (and so `model(image, text)`) trim padding; False where not exact."""
+    """Make this instance's `encode_text` (so `forward` and DDP) trim padding; False where not exact."""
     if not supports(model):
         return False
     model.encode_text = types.MethodType(encode_text, model)

@@ -1,10 +1,5 @@
-"""Where pretrained weights come from, and what to do when they cannot be had here.
-
-A weights source (`pretrained`) is an open_clip tag (`laion2b_s39b_b160k`, downloaded into the hub
-cache, or found there offline), a checkpoint file, or `local-dir:<folder>` holding
-`open_clip_config.json` plus weights (open_clip's own schema). When a tag's weights cannot be had
-(offline, hub error), the error says which file to download, where to put it and what to set.
-"""
+"""Where pretrained weights come from: an open_clip tag (from the hub cache), a checkpoint file, or
+`local-dir:<folder>` with `open_clip_config.json` plus weights; and what to do when they cannot be had."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,8 +11,7 @@ from lib.errors import KitError
 
 LOCAL_DIR = "local-dir:"
 HF_HUB = "hf-hub:"
-# A local-dir's weights file, most preferred first (the names open_clip and Hugging Face write);
-# any other *.safetensors, then *.bin, then *.pth, by name, after them.
+# A local-dir's weights file, most preferred first; then any other by suffix, then name
 PREFERRED_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors",
                      "open_clip_pytorch_model.bin", "open_clip_pytorch_model.pth", "model.safetensors",
                      "pytorch_model.bin", "pytorch_model.pth", "model.pth")
@@ -29,7 +23,6 @@ class WeightsUnavailable(KitError, RuntimeError):
 
 
 def weights_in_folder(folder: Path) -> Path | None:
-    """The weights file of a local-dir folder (see PREFERRED_WEIGHTS), or None."""
     found = [p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file()]
     rank = {name: i for i, name in enumerate(PREFERRED_WEIGHTS)}
     found.sort(key=lambda p: (rank.get(p.name, len(rank)), WEIGHT_SUFFIXES.index(p.suffix), p.name))
@@ -39,11 +32,8 @@ def weights_in_folder(folder: Path) -> Path | None:
 def _offline_help(name: str, tag: str, tag_cfg: dict, error: BaseException | None) -> str:
     hub, url = tag_cfg.get("hf_hub", ""), tag_cfg.get("url", "")
     repo, filename = "/".join(hub.split("/")[:2]), "/".join(hub.split("/")[2:])  # "org/repo/[file]"
-    if repo:
-        files = filename or "open_clip_model.safetensors (or open_clip_pytorch_model.bin)"
-        where = f"file {files} of the Hugging Face repo {repo} (https://huggingface.co/{repo})"
-    else:
-        where = url
+    files = filename or "open_clip_model.safetensors (or open_clip_pytorch_model.bin)"
+    where = f"file {files} of the Hugging Face repo {repo} (https://huggingface.co/{repo})" if repo else url
     ext = Path(filename).suffix if filename else (".safetensors" if repo else Path(url).suffix or ".pt")
     local = f"data/weights/{name}_{tag}{ext}"
     why = ("HF_HUB_OFFLINE=1 and they are not in the local cache" if constants.HF_HUB_OFFLINE
