@@ -1,22 +1,13 @@
-"""Every run parameter in one dataclass: its default, its valid range, and the profiles that change it.
-
-The defaults are the A3R reference recipe (ViT-bigG-14 on the organisers' data, `configs/
-competition.yaml` explains its arithmetic). Knobs the reference has no value for (the demo
-generator, the demo's foundation pretraining, the kit's own switches) default to the demo
-profile's. A profile YAML holds only what differs, each line with its reason; it may `extends:`
-another profile. Types, ranges and cross-field rules are checked here, once, when a profile, a
-command line or a run's `params.yaml` is read: a typo in a 3-hour GPU run fails in the first
-second, with the key and the allowed range in the message.
-
-A run's parameters then live in `<run>/params.yaml` (lib.runs writes it); every later step reads
-that file, never the profile again.
+"""Every run parameter in one dataclass: default (the A3R reference recipe; knobs it lacks take the
+demo profile's), valid range, and the profiles (configs/*.yaml, each holding only what differs, may
+`extends:` another). Checked once when a profile, command line or params.yaml is read, so a typo
+fails in the first second; a run's parameters then live in `<run>/params.yaml` (lib.runs).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +16,7 @@ from typing import Any
 import yaml
 
 from lib.errors import KitError
-from lib.paths import REPO_ROOT
+from lib.paths import REPO_ROOT, resolve
 
 CONFIG_DIR = REPO_ROOT / "configs"
 PROVENANCE_KEY = "_run"  # params.yaml: what produced the run (git commit, versions); not a parameter
@@ -92,9 +83,8 @@ class Config:
     precision: str = knob("auto", choices=("auto", "fp32", "bf16", "fp16"))  # auto: bf16 on GPU, fp32 on CPU
     grad_checkpointing: bool = False
     lock_image: bool = False
-    # Photometric jitter of training images (open_clip's colour jitter: brightness, contrast,
-    # saturation, hue), applied with this probability; 0 is the reference (none). A hue above 0
-    # would change the colour a car caption names.
+    # open_clip's colour jitter of training images [brightness, contrast, saturation, hue], applied with
+    # this probability (0: none, the reference); a hue above 0 would change the colour a caption names
     photometric_jitter: list[float] = knob([0.3, 0.4, 0.3, 0.0])
     photometric_jitter_prob: float = knob(0.0, ge=0, le=1)
     seed: int = knob(0, ge=0)
@@ -102,49 +92,44 @@ class Config:
     log_every: int = knob(100, ge=1)  # steps between out.log lines
     eval_every: int = knob(1, ge=1)  # epochs between validations
     max_steps: int = knob(0, ge=0)  # > 0: stop after this many optimizer steps (a short trial); 0: stop_epoch
-    # > 0: also write checkpoints/latest.pt every N steps, so that a preempted bigG run (5,044 steps of
-    # ~1 s an epoch) loses at most N steps; the demo's epochs (62 steps) are shorter than that
+    # > 0: also write checkpoints/latest.pt every N steps (a preempted bigG run, 5,044 steps an epoch,
+    # loses at most N); the demo's epochs (62 steps) are shorter than that
     save_every_steps: int = knob(1000, ge=0)
     keep_checkpoints: int = knob(0, ge=0)  # > 0: keep only the N newest epoch_N.pt (and the best); 0: all
     max_bad_image_fraction: float = knob(0.0, ge=0, le=1)  # images that may be missing or corrupt
-    # 03_train's check that fine-tuning beat the starting point (val mAP@10 of the kept epoch above
-    # epoch 0's): fail stops the run there with the way on, warn says so and goes on
+    # 03_train's check that the kept epoch's val mAP@10 beat epoch 0's: fail stops the run, warn goes on
     no_gain_over_zero_shot: str = knob("fail", choices=("fail", "warn"))
-    # the epoch whose checkpoint is scored and submitted: N, as the reference submitted epoch_5.pt of a
-    # 30-epoch schedule (notebook-quick-review.ipynb); 0: the epoch with the best val mAP@10 (the
-    # kit's choice, which makes val in-sample when it later votes on a choice)
+    # the epoch scored and submitted: N (the reference submitted epoch_5.pt of 30,
+    # notebook-quick-review.ipynb); 0: the best val mAP@10 epoch (val is then in-sample for later votes)
     submit_epoch: int = knob(5, ge=0)
-    # --- weight averaging after training (lib.soup.make; off: docs/results.md, the ablation)
-    # none: the best epoch is scored. uniform: the mean of every epoch checkpoint. greedy: epochs by
-    # selection score, each added only if the soup does not score lower (Wortsman et al. 2022). wise:
-    # WiSE-FT, (1 - alpha) * pretrained + alpha * the best epoch. The selection score is val's official
-    # mAP@10, averaged with test board A's where the test answers are known (the demo).
+    # --- weight averaging after training (lib.soup.make; off: docs/results.md, the ablation) ---
+    # none: the kept epoch; uniform: every epoch's mean; greedy: epochs by selection score, each kept if
+    # the soup scores no lower (Wortsman et al. 2022); wise: WiSE-FT, (1 - alpha) * pretrained + alpha *
+    # best epoch. Selection score: val's official mAP@10, averaged with test A's where known (the demo)
     soup: str = knob("none", choices=("none", "uniform", "greedy", "wise"))
-    # WiSE-FT's alpha: the grid it is chosen on (by the selection score); one value fixes it.
+    # WiSE-FT's alpha: the grid it is chosen on (by the selection score); one value fixes it
     wise_alphas: list[float] = knob([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0], ge=0, le=1)
-    # other runs of the same model whose epoch checkpoints join a uniform or greedy soup (the
-    # reference's soup notebook mixed epochs 15 and 10 of one run with epoch 5 of another)
+    # other runs of the same model whose epochs join a uniform or greedy soup (the reference's soup
+    # notebook mixed epochs 15 and 10 of one run with epoch 5 of another)
     soup_runs: list[str] = knob([])
     # --- attribute augmentation (step 2) and retrieval -------------------------------------
     attribute_augmentation: bool = True  # zero-shot completion of car captions before training
     # the fields a car caption lacks that are filled: all three, as the reference's shipped file does
-    # (data/augmented_ViT-bigG-14_train_label.txt fills brand on the 6,023 type-only captions)
     attribute_fields: list[str] = knob(["colour", "brand", "type"], choices=("colour", "brand", "type"))
-    # the reference scores the images as open_clip's val transform takes them, unpadded (augment.py:130)
-    augment_padded_images: bool = False
+    augment_padded_images: bool = False  # the reference scores unpadded images (augment.py:130)
     augment_val: bool = True  # the reference completes the val car captions too, and validates on them
-    # a car's training (and completed val) text: "attributes" = "colour brand type", the fourth field
-    # of the reference's augmented files (parse_augment.py:18); "sentence" = the completed caption
+    # a car's text. attributes: "colour brand type" (the reference's 4th field, parse_augment.py:18);
+    # sentence: the completed caption
     car_caption_form: str = knob("attributes", choices=("attributes", "sentence"))
-    # a folder with the reference's augmented label files (*train_label.txt, *val_label.txt: image$
-    # attribute$caption$augmented): their fourth field completes the car captions, no zero-shot pass
+    # a folder of the reference's augmented label files (*train_label.txt, *val_label.txt: image$
+    # attribute$caption$augmented) whose fourth field completes the car captions: no zero-shot pass
     augmented_labels: str = ""
     query_policy: str = knob("strip_prefix", choices=("none", "strip_prefix", "surveillance"))
     category_aware: bool = False
     topk: int = knob(10, ge=1)
     # --- re-ranking of each query's first-stage top-N (lib.eval.rerank; docs/reranking.md) ----
-    # none is the reference's submission path; a3r: adaption re-ranking as the A3R paper describes
-    # it (the reference's reranking.ipynb, three slips corrected); aqe, kreciprocal: baselines
+    # none: the reference's submission; a3r: the A3R paper's (reranking.ipynb, three slips corrected);
+    # aqe, kreciprocal: baselines
     rerank: str = knob("none", choices=("none", "a3r", "aqe", "kreciprocal"))
     rerank_depth_car: int = knob(25, ge=1)  # N: the reference re-ranks the top 25 of a car query
     rerank_depth_person: int = knob(50, ge=1)  # and the top 50 of a person query
@@ -152,7 +137,7 @@ class Config:
     rerank_k: int = knob(10, ge=1)  # neighbourhood size of the k-reciprocal tests (A3R, Zhong)
     a3r_flip: bool = True  # similarities: max over the image and its mirror (the mirror is cached)
     a3r_adapted_query: bool = True  # false: the text query itself (the notebook's "no adaption")
-    # embedded: the form reranking.ipynb's result-file cell used (on two queries; no submission re-ranked)
+    # embedded: the form of reranking.ipynb's result-file cell (run on two queries, never submitted)
     a3r_reciprocal: str = knob("embedded", choices=("embedded", "quantified", "none"))
     aqe_alpha: float = knob(3.0, ge=0)  # aQE: weight of a top image = similarity^alpha
     kreciprocal_lambda: float = knob(0.3, ge=0, le=1)  # Zhong: weight of the original (text) distance
@@ -166,8 +151,7 @@ class Config:
 
     def path(self, name: str) -> Path:
         """A path parameter resolved against the repository root (notebooks run elsewhere)."""
-        value = Path(getattr(self, name))
-        return value if value.is_absolute() else REPO_ROOT / value
+        return resolve(getattr(self, name))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -188,8 +172,7 @@ def valid_keys() -> list[str]:
 
 
 def profile_path(profile: str | Path) -> Path:
-    """`demo` -> configs/demo.yaml; a YAML path is taken as given (relative: to the working
-    directory, then to the repository root)."""
+    """`demo` -> configs/demo.yaml; a YAML path as given (relative: to the cwd, else the repository root)."""
     path = Path(profile)
     if path.suffix not in (".yaml", ".yml"):
         path = CONFIG_DIR / f"{profile}.yaml"
@@ -202,11 +185,7 @@ def profile_path(profile: str | Path) -> Path:
 
 
 def load(profile: str | Path = "demo", **overrides: Any) -> Config:
-    """A profile (name or YAML path, following its `extends:`), then overrides; validated.
-
-    Overrides are keyword arguments (values of the declared types; `parse_overrides` reads the
-    command line's `key=value` strings).
-    """
+    """A profile (name or YAML path, following its `extends:`), then overrides of the declared types."""
     path = profile_path(profile)
     values = _profile_values(path, seen=())
     values.setdefault("profile", path.stem)
@@ -230,12 +209,10 @@ def _profile_values(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
 
 
 class DuplicateKey(yaml.constructor.ConstructorError, ConfigError):
-    """A key given twice in one YAML mapping (plain YAML would keep the last silently); read_yaml words it."""
+    """A key given twice in one YAML mapping (plain YAML would keep the last silently)."""
 
 
 class _UniqueKeys(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key given twice in one mapping."""
-
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
@@ -288,8 +265,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def as_overrides(value: Any) -> dict[str, Any]:
-    """A notebook's `overrides`: a mapping, or its JSON / YAML text (papermill's `-p overrides '{...}'`
-    passes a string); keys checked. None or "" is no override."""
+    """A notebook's `overrides`: a mapping, its JSON / YAML text (as papermill's -p passes it), None or ""."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return {}
     if isinstance(value, str):
@@ -306,7 +282,7 @@ def as_overrides(value: Any) -> dict[str, Any]:
 
 
 def to_yaml(cfg: Config, provenance: dict[str, Any] | None = None) -> str:
-    """Every parameter, in field order, plus what produced the run under `_run` (lib.runs writes it)."""
+    """Every parameter, in field order, plus what produced the run under `_run`."""
     data = cfg.to_dict()
     if provenance:
         data[PROVENANCE_KEY] = provenance
@@ -398,18 +374,15 @@ def _out_of_range(value: Any, rules: typing.Mapping[str, Any]) -> str:
 
 def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
     """Accept a value of the declared type (an int where a float is declared); refuse the rest."""
-    origin = typing.get_origin(hint)
-    if origin in (list, types.GenericAlias) or hint is list:
-        (item_type,) = typing.get_args(hint) or (str,)
+    if typing.get_origin(hint) is list:
+        (item_type,) = typing.get_args(hint)
         if item_type is float and isinstance(value, (list, tuple)):  # YAML reads 0 as an int
             value = [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, item_type) for v in value):
             raise ConfigError(f"{source}: {name} must be a list of {item_type.__name__}, got {value!r}")
         return list(value)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):  # YAML 1.1 reads "4e-7" (no dot) as a string
-        try:
+    if hint is float and (isinstance(value, str) or isinstance(value, int) and not isinstance(value, bool)):
+        try:  # an int where a float is declared; YAML 1.1 reads "4e-7" (no dot) as a string
             return float(value)
         except ValueError:
             pass

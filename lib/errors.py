@@ -1,9 +1,6 @@
-"""The one base class of the kit's refusals.
-
-Every error that means "the input or the situation is wrong, here is what to do" derives from
-`KitError`, so an entry point prints such an error as one line and exits 1, while any other
-exception (a bug) keeps its traceback. Subclasses also derive from the built-in class that fits
-(ValueError, FileNotFoundError, ...) so that callers may catch them either way.
+"""The one base class of the kit's refusals: an entry point prints a `KitError` as one line and exits
+1, while any other exception (a bug) keeps its traceback. Subclasses also derive from the fitting
+built-in class (ValueError, FileNotFoundError, ...) so that callers may catch them either way.
 """
 from __future__ import annotations
 

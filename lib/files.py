@@ -1,9 +1,7 @@
 """Writing files so that a crash never leaves half of one, and their sha256.
 
-Everything the kit keeps (checkpoints, tables, submissions, embedding caches, records) goes through
-`atomic_write`: the bytes go to a temporary file beside the target, are flushed to disk, and only
-then replace the target in one `os.replace`. A reader sees the old file or the new one, never a
-mixture, and an interrupted write leaves no temporary file behind.
+Everything the kit keeps goes through `atomic_write`: a temporary file beside the target, flushed to
+disk, then `os.replace`d over it; a reader sees the old file or the new one, never a mixture.
 """
 from __future__ import annotations
 

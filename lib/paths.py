@@ -1,8 +1,5 @@
-"""Where the repository is, and paths stored relative to it.
-
-Notebooks run in `notebooks/`, tests in temporary folders and torchrun children wherever they were
-started: every path a run stores is relative to the repository root when it lies inside it, so a
-run folder survives a move of the checkout.
+"""Where the repository is, and paths stored relative to it (so a run folder survives a move of the
+checkout: notebooks, tests and torchrun children each run in a folder of their own).
 """
 from __future__ import annotations
 

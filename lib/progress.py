@@ -1,13 +1,7 @@
-"""Progress of long work for the person watching it: a tqdm bar where the work runs (a notebook, a
-terminal) and, when the pipeline runs the notebook, a line every few seconds in the pipeline's
-terminal.
-
-A notebook's kernel has no terminal of its own, so the pipeline names a file in KIT_PROGRESS_LOG:
-every bar appends a plain line to it (what it counts, how far, how fast, the time left) when it ends
-and in between every EVERY_S seconds, or every tenth of the time it has run (at most every
-LONGEST_S: a five-hour training says something each minute), and `note` appends a line of its own
-(an evaluation's summary).
-The pipeline prints those lines as they arrive (lib.pipeline). Outside the pipeline nothing is written.
+"""Progress of long work: a tqdm bar where the work runs and, under the pipeline, a line every few
+seconds in its terminal. A notebook's kernel has no terminal, so the pipeline names a file in
+KIT_PROGRESS_LOG: each bar appends a line to it (at its end, and every tenth of its running time
+within EVERY_S..LONGEST_S), as does `note`; the pipeline prints them. Elsewhere nothing is written.
 """
 from __future__ import annotations
 
@@ -71,16 +65,14 @@ class _Bar(tqdm):
 
 
 def report_interval(elapsed_s: float) -> float:
-    """Seconds between two lines of a bar that has run `elapsed_s`: a tenth of that, within
-    EVERY_S..LONGEST_S."""
+    """Seconds between two lines of a bar that has run `elapsed_s`: a tenth of that, in EVERY_S..LONGEST_S."""
     return min(LONGEST_S, max(EVERY_S, elapsed_s / 10))
 
 
 def bar(total: int | None = None, desc: str = "", unit: str = "it", show: bool = True, report: bool = True,
         **kwargs: Any) -> tqdm:
-    """A progress bar over `total` items: shown where the work runs when `show`, and reported to the
-    pipeline's terminal when `report` and a pipeline runs this (even when not shown, as in the quick
-    review, whose notebook must not hold timings)."""
+    """A progress bar over `total` items: shown where the work runs when `show`, reported to the
+    pipeline's terminal when `report` (even when not shown: the quick review's notebook holds no timings)."""
     if not report or not os.environ.get(LOG_ENV):
         return tqdm(total=total, desc=desc, unit=unit, disable=not show, **kwargs)
     return _Bar(total=total, desc=desc or "progress", unit=unit, file=None if show else _Nowhere(), **kwargs)

@@ -1,16 +1,10 @@
-"""Run directories: one folder per run holding everything it produced, and its `params.yaml`.
-
-A run's parameters have one source: `<run>/params.yaml`, written here and nowhere else
-(`write_params`). The pipeline creates the run and writes it once; every notebook, the trainer, the
-seed study and the review read it back. A later change goes through lib.steps.change_parameters,
-which records it in the run's history.
-
-Folders are named like open_clip's (`<date>-<model>-lr<lr>-b<batch>`), so a listing of `runs/`
-reads as a table of experiments, and `<runs_root>/latest` points at the newest one (each profile
-has its own runs_root: runs/demo, runs/competition, runs/smoke).
+"""Run folders: one per run, holding everything it produced and its `params.yaml`, the run's one
+source of parameters (written only by `write_params`; later changes go through lib.steps). Folders are
+named like open_clip's (`<date>-<model>-lr<lr>-b<batch>`); `<runs_root>/latest` points at the newest.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import fcntl
@@ -18,6 +12,7 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,23 +45,23 @@ def create_run(cfg: Config) -> Path:
     if run_dir.exists() and any(run_dir.iterdir()):
         raise RunDirError(f"{run_dir} already exists: choose another run_name, or continue it with "
                           f"{resume_command(run_dir)}")
-    try:
+    with _writable(run_dir):
         (run_dir / "data").mkdir(parents=True, exist_ok=True)
         write_params(cfg, run_dir)
         point_latest(run_dir)
-    except PermissionError as err:
-        raise not_writable(run_dir, err) from None
-    except OSError as err:
-        if err.errno != errno.EROFS:
-            raise
-        raise not_writable(run_dir, err) from None
     return run_dir
 
 
-def not_writable(folder: Path, err: OSError) -> RunDirError:
-    """The refusal for a run folder (or runs_root) the kit cannot write in."""
-    return RunDirError(f"cannot write in {folder} ({err.strerror or err}): a run needs a writable folder; "
-                       "choose another runs_root, or make this one writable")
+@contextlib.contextmanager
+def _writable(folder: Path) -> Iterator[None]:
+    """Word a run folder (or runs_root) the kit cannot write in as a refusal."""
+    try:
+        yield
+    except OSError as err:
+        if not isinstance(err, PermissionError) and err.errno != errno.EROFS:
+            raise
+        raise RunDirError(f"cannot write in {folder} ({err.strerror or err}): a run needs a writable folder; "
+                          "choose another runs_root, or make this one writable") from None
 
 
 def write_params(cfg: Config, run_dir: Path) -> Path:
@@ -83,8 +78,7 @@ def read_params(run_dir: Path) -> Config:
 
 def find_run(run_dir: str | os.PathLike = "") -> Path:
     """An existing run folder, absolute: the one given (as given, else relative to the repository
-    root, where notebooks are not run from), or the newest run: the `latest` link under runs/ (one a
-    profile) that was pointed last."""
+    root), or the newest run: the `latest` link under runs/ (one a profile) pointed last."""
     if not run_dir:
         candidates = (DEFAULT_RUNS_ROOT / LATEST, *DEFAULT_RUNS_ROOT.glob(f"*/{LATEST}"))
         links = [p for p in candidates if p.exists()]
@@ -123,24 +117,17 @@ def describe(cfg: Config, run_dir: Path) -> str:
 
 def point_latest(run_dir: Path) -> None:
     """Atomically repoint `<runs_root>/latest` at run_dir (relative link, so the tree can move)."""
-    link = latest_link(run_dir)
     tmp = run_dir.parent / f".{LATEST}.{os.getpid()}"
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
+    tmp.unlink(missing_ok=True)
     tmp.symlink_to(run_dir.name)
-    os.replace(tmp, link)
+    os.replace(tmp, latest_link(run_dir))
 
 
 def provenance() -> dict[str, Any]:
     """What produced a run, for params.yaml: the code version and the library versions."""
-    return {
-        "git_sha": git_commit(),
-        "python": platform.python_version(),
-        "torch": str(torch.__version__),
-        "open_clip": str(open_clip.__version__),
-        "cuda": str(torch.version.cuda or "none"),
-        "host": platform.node(),
-    }
+    return {"git_sha": git_commit(), "python": platform.python_version(), "torch": str(torch.__version__),
+            "open_clip": str(open_clip.__version__), "cuda": str(torch.version.cuda or "none"),
+            "host": platform.node()}
 
 
 def git_commit() -> str:
@@ -156,10 +143,9 @@ def git_commit() -> str:
 
 
 # --- one writer at a time ------------------------------------------------------------------------
-# Every process that works in a run (the pipeline, each notebook's kernel) holds a shared lock on
-# <run>/.lock for its lifetime; a pipeline that continues a run first waits until nobody holds it,
-# so that the kernel of a killed pipeline (it notices its parent's death within a second or two)
-# never writes into a run that is being continued.
+# Every process working in a run (the pipeline, each notebook's kernel) holds a shared lock on
+# <run>/.lock for its lifetime; a continuing pipeline first waits until nobody holds it, so that the
+# kernel of a killed pipeline never writes into a run that is being continued.
 LOCK = ".lock"
 _held: dict[Path, int] = {}
 
@@ -174,14 +160,8 @@ def hold(run_dir: Path) -> None:
 
 
 def _open_lock(run_dir: Path) -> int:
-    try:
+    with _writable(run_dir):
         return os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    except PermissionError as err:
-        raise not_writable(run_dir, err) from None
-    except OSError as err:
-        if err.errno != errno.EROFS:
-            raise
-        raise not_writable(run_dir, err) from None
 
 
 def wait_until_idle(run_dir: Path, timeout_s: float = 30.0) -> None:

@@ -1,17 +1,10 @@
 """The pipeline's steps, what each writes, which a run has completed, and its history.
 
-`<run>/pipeline.json` is a run's record of itself. For every step it holds when it started and a
-digest of what it started from (the parameters that shape its output and the outputs of the
-earlier steps), and once it completes, the digests of what it wrote (its executed notebook
-included). A step counts as completed only while those files are unchanged, so a run can be
-continued after any interruption: the first step that did not complete, or whose outputs were
-changed or lost, runs again, and every step after it.
-
-It also keeps the parameters as last recorded (and params.yaml's sha256) and the history of every
-act on the run: started, continued, a notebook run by hand, a parameter changed. A run's parameters
-change only through `change_parameters`, which records the change and marks the steps it affects
-(`AFFECTS`) as not done; a params.yaml edited by hand is found (its sha256 differs) and recorded
-the same way before anything runs.
+`<run>/pipeline.json` holds, per step, a digest of what it started from and of what it wrote: a step
+counts as completed only while those files are unchanged, so a continued run redoes the first step
+that did not complete (or whose outputs changed) and every later one. It also keeps the parameters
+as last recorded and the history of every act on the run; parameters change only through
+`change_parameters` (a hand-edited params.yaml is found by its sha256 and recorded the same way).
 """
 from __future__ import annotations
 
@@ -40,9 +33,8 @@ OUTPUTS = {  # what each step writes into the run (globs, relative to it), besid
 PIPELINE_ENV = "KIT_PIPELINE"  # set by the pipeline for the kernels it starts: a notebook not run by hand
 
 # The first step whose outputs a parameter changes: changing it redoes that step and every later one.
-# RETRAIN: the 03_train parameters that change the trained weights or the epoch kept (the val
-# evaluator's retrieval settings choose the epoch); the others of 03 (the soup, the gain check)
-# rerun the step on the finished training. None: nothing a step writes depends on it.
+# 03_train's include the val evaluator's retrieval settings (they choose the epoch kept); those in
+# AFTER_TRAINING rerun 03 on the finished training. None: nothing a step writes depends on it.
 _BY_STEP = {
     "01_prepare": ("data_root", "generate_demo_data", "demo_seed", "demo_train_size", "demo_val_size",
                    "demo_test_size", "demo_corpus_size", "foundation_epochs", "foundation_lr",
@@ -97,8 +89,7 @@ def outputs(run_dir: Path, step: str) -> list[Path]:
 
 
 def _digest(path: Path) -> str:
-    """A checkpoint's digest is its sidecar's (hashing 30 GB files at every step would cost minutes;
-    loading verifies them anyway); any other file is hashed."""
+    """A checkpoint's sidecar digest (hashing 30 GB at every step costs minutes; loading verifies it)."""
     return recorded_sha256(path) or sha256_file(path)
 
 
@@ -107,8 +98,7 @@ def _digests(run_dir: Path, step: str) -> dict[str, str]:
 
 
 def inputs_digest(run_dir: Path, step: str, cfg: Config) -> str:
-    """What `step` starts from: the parameters that shape its outputs (for 03, those that change the
-    training) and the outputs of the earlier steps, as they are now."""
+    """What `step` starts from: the parameters that shape its outputs and the earlier steps' outputs."""
     order = PIPELINE.index(step)
     shaping = {key: value for key, value in cfg.to_dict().items()
                if AFFECTS[key] is not None and (PIPELINE.index(AFFECTS[key]) < order or (
@@ -163,10 +153,9 @@ def _unchanged(run_dir: Path, recorded: dict[str, str]) -> bool:
 
 
 def forget_from(run_dir: Path, step: str, order: tuple[str, ...] | list[str] = PIPELINE) -> list[str]:
-    """Mark `step` and every later one as not done (they will run again); the ones that were done."""
+    """Mark `step` and every later one as not done; returns the ones that were done."""
     state = read_state(run_dir)
-    dropped = [later for later in order[order.index(step):]
-               if "outputs" in state["steps"].get(later, {})]
+    dropped = [later for later in order[order.index(step):] if "outputs" in state["steps"].get(later, {})]
     for later in order[order.index(step):]:
         record = state["steps"].get(later)
         if record is not None:  # what it started from stays (03 may continue); what it finished goes
@@ -177,8 +166,7 @@ def forget_from(run_dir: Path, step: str, order: tuple[str, ...] | list[str] = P
 
 # --- parameters: changed only by a recorded act -------------------------------------------------------
 def record_parameters(run_dir: Path, cfg: Config) -> None:
-    """The parameters as the run now holds them (params.yaml's sha256 and its values): what a later
-    edit by hand is told apart from."""
+    """params.yaml's sha256 and values as the kit wrote them: what a later hand edit is told from."""
     state = read_state(run_dir)
     state["params_sha256"] = sha256_file(Path(run_dir) / runs.PARAMS)
     state["params"] = json.loads(json.dumps(cfg.to_dict(), default=str))
@@ -192,8 +180,8 @@ def earliest_affected(keys: list[str] | set[str]) -> str | None:
 
 
 def change_parameters(run_dir: Path, overrides: dict[str, Any], by: str) -> tuple[Config, str | None]:
-    """Apply `overrides` to the run's parameters, recorded: params.yaml rewritten, the change in the
-    history, the steps it affects no longer done. Returns the parameters and the first such step."""
+    """Apply `overrides` to the run's params.yaml, recorded in its history; the steps it affects are no
+    longer done. Returns the parameters and the first such step."""
     run_dir = Path(run_dir)
     old = runs.read_params(run_dir)
     new = old.replace(**overrides)
@@ -213,8 +201,7 @@ def change_parameters(run_dir: Path, overrides: dict[str, Any], by: str) -> tupl
 
 
 def adopt_hand_edits(run_dir: Path) -> str | None:
-    """A params.yaml edited by hand since the kit last wrote it: record the edit as a change (what
-    changed, the steps to redo). Returns the first step it affects, or None when nothing changed."""
+    """Record a hand edit of params.yaml as a change; returns the first step it affects (None: no edit)."""
     run_dir = Path(run_dir)
     state = read_state(run_dir)
     recorded = state.get("params_sha256")
@@ -241,14 +228,9 @@ def _changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, list[Any]]:
 # --- a notebook's first call ---------------------------------------------------------------------------
 def open_step(step: str, run_dir: str | os.PathLike = "", overrides: Any = None,
               profile: str = "demo") -> tuple[Config, Path]:
-    """(parameters, folder) for a notebook of `step`: the run given, else the newest one.
-
-    Run by hand (outside the pipeline), the notebook's act is recorded in the run's history, its
-    `overrides` (a mapping, or its JSON / YAML text as papermill's -p passes it) change the run's
-    parameters through `change_parameters`, and this step and the later ones are marked not done:
-    their outputs are about to be rewritten. 01_prepare with no run given starts a new run from
-    `profile`.
-    """
+    """(parameters, folder) for a notebook of `step`: the run given, else the newest one. Run by hand, the
+    act is recorded, `overrides` change the run's parameters and this step and the later ones are no
+    longer done; 01_prepare with no run starts one from `profile`."""
     changes = config_mod.as_overrides(overrides)
     if step == PIPELINE[0] and not run_dir:
         cfg = config_mod.load(profile, **changes)

@@ -1,7 +1,5 @@
-"""Fine-tuning as the pipeline runs it: lib.train's loop with lib.eval's val evaluator.
-
-The one module that wires training to evaluation (lib.train never imports lib.eval): 03_train calls
-`fine_tune`, and under torchrun every process starts here, so each builds the same evaluator:
+"""Fine-tuning as the pipeline runs it: lib.train's loop with lib.eval's val evaluator (lib.train
+never imports lib.eval). Under torchrun every process starts here, so each builds the same evaluator:
 
     torchrun --nproc_per_node=8 -m lib.pipeline.fine_tune --run-dir runs/competition/<name> [--resume latest]
 """
@@ -20,8 +18,7 @@ ENTRY = __spec__.name  # this module's name, also when it runs as `-m` (then __n
 
 def fine_tune(cfg: Config, run_dir: str | os.PathLike, *, resume: str = "", progress: bool = True,
               processes: int | None = None) -> TrainResult:
-    """Train the run (its prepared tables) with val mAP@10 evaluated before the first step and after
-    each epoch; on several GPUs through torchrun."""
+    """Train the run with val mAP@10 evaluated before the first step and after each epoch."""
     return launch.launch(cfg, run_dir, evaluator_factory=run_val_evaluator, entry=ENTRY, resume=resume,
                          progress=progress, processes=processes)
 

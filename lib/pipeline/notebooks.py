@@ -1,9 +1,6 @@
-"""One notebook of the pipeline, executed by papermill into a run, with its progress in the terminal.
-
-The kernel runs in notebooks/ with the pipeline's environment (`kernel_env`); its progress lines
-(lib.progress) are printed as they arrive with the step's name and kept in `<run>/logs/<step>.log`,
-where the kernel's own stderr goes too; the executed copy keeps each progress bar's last state. A
-failed cell, a cell over its time limit, a full disk: one line, and the executed notebook is kept.
+"""One notebook of the pipeline, executed by papermill into a run, with its progress in the terminal
+(and in `<run>/logs/<step>.log`, with the kernel's stderr). A failed cell, a cell over its time limit,
+a full disk: one line, and the executed notebook is kept.
 """
 from __future__ import annotations
 
@@ -38,12 +35,10 @@ class NotebookFailed(KitError, RuntimeError):
     """A pipeline notebook raised; the executed copy is kept for reading."""
 
 
-
 @contextlib.contextmanager
 def kernel_env(progress_file: Path) -> Iterator[None]:
-    """The environment a pipeline notebook's kernel starts with (restored afterwards): `lib` importable
-    whatever the kit's install, no model hub, progress reported to `progress_file`, the run marked
-    as the pipeline's (lib.steps.open_step records hand runs only), figures from the inline backend."""
+    """A pipeline kernel's environment (restored afterwards): `lib` importable, no model hub, progress
+    to `progress_file`, the run marked as the pipeline's (not a hand run), the inline figure backend."""
     saved = dict(os.environ)
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     python_path = os.pathsep.join([str(REPO_ROOT), *[p for p in paths if p != str(REPO_ROOT)]])
@@ -59,8 +54,7 @@ def kernel_env(progress_file: Path) -> Iterator[None]:
 
 
 def tree_memory_bytes(root_pid: int, proc: Path = Path("/proc")) -> int:
-    """Resident memory of every process below `root_pid` (a notebook's kernel, its DataLoader workers
-    and torchrun's processes), read from Linux's /proc; 0 where there is none."""
+    """Resident memory of every process below `root_pid` (kernel, loader workers, torchrun's) from /proc."""
     children: dict[int, list[int]] = {}
     for stat in proc.glob("[0-9]*/stat"):
         try:
@@ -80,19 +74,15 @@ def tree_memory_bytes(root_pid: int, proc: Path = Path("/proc")) -> int:
 
 
 class _Terminal:
-    """What the person running the pipeline sees of a notebook: the progress lines its kernel reports
-    (lib.progress), printed as they arrive with the step's name, and kept in `<run>/logs/<step>.log`;
-    and the most memory the kernel's processes held, sampled every half second (`peak_bytes`).
-    (Everything the notebook printed is in the executed notebook; training's full log is out.log.)"""
+    """A notebook's progress lines (lib.progress), printed with the step's name as they arrive and kept
+    in the step's log, and the most memory its kernel's processes held (`peak_bytes`, sampled each 0.5 s)."""
 
     def __init__(self, name: str, log_path: Path, log: Log):
         self.name, self.log_path, self.log = name, log_path, log
         self.progress_file = log_path.with_name(f".{log_path.stem}.progress")
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.progress_file.write_text("", encoding="utf-8")
-        self._stop = threading.Event()
-        self._offset = 0
-        self.peak_bytes = 0
+        self._stop, self._offset, self.peak_bytes = threading.Event(), 0, 0
         self._thread = threading.Thread(target=self._follow, daemon=True)
 
     def __enter__(self) -> _Terminal:
@@ -131,9 +121,7 @@ class _Terminal:
 
 @contextlib.contextmanager
 def stderr_to(path: Path) -> Iterator[None]:
-    """This process's stderr (file descriptor 2, which a kernel it starts inherits) appended to
-    `path` while the block runs: what a kernel says about itself (its log, a traceback when it is
-    stopped mid-reply) belongs in the step's log, not in the terminal."""
+    """File descriptor 2, which a kernel inherits, appended to `path`: a kernel's own talk is for the log."""
     sys.stderr.flush()
     saved = os.dup(2)
     with open(path, "a", encoding="utf-8") as log:
@@ -147,9 +135,7 @@ def stderr_to(path: Path) -> Iterator[None]:
 
 
 def final_stream_states(path: Path) -> None:
-    """Keep what a terminal would show of each cell's printed output: consecutive stream outputs
-    merged, each progress bar's redraws (carriage returns) reduced to its last state, the lines a bar
-    cleared dropped, an output left empty removed."""
+    """Keep what a terminal would show of each cell's output: streams merged, bars at their last state."""
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
         if cell.cell_type != "code" or not cell.get("outputs"):
@@ -169,8 +155,8 @@ def final_stream_states(path: Path) -> None:
 
 
 def carriage_returns_applied(text: str) -> str:
-    """Each line as a terminal leaves it: text after a carriage return overwrites the line from its
-    start; a line that a carriage return left blank (a bar cleared for a message) is dropped."""
+    """Each line as a terminal leaves it (a carriage return overwrites from the line's start); a line
+    that a carriage return left blank (a bar cleared for a message) is dropped."""
     lines = []
     for line in text.split("\n"):
         shown = ""
@@ -183,10 +169,9 @@ def carriage_returns_applied(text: str) -> str:
 
 def run_notebook(name: str, out_dir: Path, parameters: dict[str, Any], timeout_s: int | None = None,
                  log: Log = print, log_path: Path | None = None, stats: dict[str, Any] | None = None) -> Path:
-    """Execute one notebook with papermill into out_dir/<name>.ipynb (written whole: papermill saves
-    into a partial file that replaces it at the end), showing its progress; on failure raise with the
-    cell's error. `log_path`: the step's log (default `<out_dir>/logs/<name>.log`). `stats`, when
-    given, gets the step's `seconds` and `peak_memory_bytes` (its kernel's processes, sampled)."""
+    """Execute one notebook with papermill into out_dir/<name>.ipynb (via a partial file that replaces
+    it at the end), showing its progress; on failure raise with the cell's error. `log_path` defaults
+    to `<out_dir>/logs/<name>.log`; `stats` gets the step's `seconds` and `peak_memory_bytes`."""
     source = NOTEBOOK_DIR / f"{name}.ipynb"
     declared = pm.inspect_notebook(str(source))  # pass each notebook only the parameters it declares
     parameters = {key: value for key, value in parameters.items() if key in declared}
@@ -198,25 +183,19 @@ def run_notebook(name: str, out_dir: Path, parameters: dict[str, Any], timeout_s
     try:
         with (_Terminal(name, log_path, log) as terminal, kernel_env(terminal.progress_file),
               stderr_to(log_path)):
-            pm.execute_notebook(
-                str(source), str(partial), parameters=parameters, cwd=str(NOTEBOOK_DIR),
-                kernel_name="python3", execution_timeout=timeout_s, progress_bar=False,
-                log_output=False, stdout_file=None, stderr_file=None, extra_arguments=KERNEL_QUIET,
-            )
-    except PapermillExecutionError as err:
+            pm.execute_notebook(str(source), str(partial), parameters=parameters, cwd=str(NOTEBOOK_DIR),
+                                kernel_name="python3", execution_timeout=timeout_s, progress_bar=False,
+                                log_output=False, stdout_file=None, stderr_file=None,
+                                extra_arguments=KERNEL_QUIET)
+    except (PapermillExecutionError, DeadKernelError, CellTimeoutError) as err:
         _keep(partial, target)  # the failed notebook, whole, for reading
-        raise NotebookFailed(
-            f"{name} failed in cell {err.exec_count}: {err.ename}: {err.evalue}\n"
-            f"the executed notebook is kept: {portable(target)}"
-        ) from None
-    except DeadKernelError:
-        _keep(partial, target)
-        raise NotebookFailed(f"{name}: its kernel died (killed, or out of memory: see dmesg); the executed "
-                             f"notebook is kept: {portable(target)}") from None
-    except CellTimeoutError:
-        _keep(partial, target)
-        raise NotebookFailed(f"{name}: a cell ran longer than --cell-timeout {timeout_s} s and was stopped; "
-                             f"the executed notebook is kept: {portable(target)}") from None
+        if isinstance(err, PapermillExecutionError):
+            what = f"{name} failed in cell {err.exec_count}: {err.ename}: {err.evalue}\n"
+        elif isinstance(err, DeadKernelError):
+            what = f"{name}: its kernel died (killed, or out of memory: see dmesg); "
+        else:
+            what = f"{name}: a cell ran longer than --cell-timeout {timeout_s} s and was stopped; "
+        raise NotebookFailed(f"{what}the executed notebook is kept: {portable(target)}") from None
     except OSError as err:
         if err.errno == errno.ENOSPC:
             raise DiskFull(target) from None
@@ -234,5 +213,3 @@ def _keep(partial: Path, target: Path) -> None:
     if partial.exists():
         final_stream_states(partial)
         os.replace(partial, target)
-
-

@@ -1,6 +1,5 @@
-"""Figures the notebooks show: image grids with captions, counts, confusion matrices, training curves.
-
-Kept out of the notebooks so that every notebook cell is one call and a look.
+"""Figures the notebooks show (image grids, counts, confusion matrices, training curves), kept out of
+the notebooks so that every cell is one call and a look.
 """
 from __future__ import annotations
 
@@ -16,9 +15,9 @@ from lib.data import images
 from lib.files import atomic_write
 
 
-def image_grid(paths: Sequence[Path], captions: Sequence[str], ncols: int = 6, padded: bool = False,
-               width: float = 2.2, wrap: int = 28) -> plt.Figure:
-    """Images with their captions under them; `padded` shows what the model sees (square)."""
+def image_grid(paths: Sequence[Path], captions: Sequence[str], ncols: int = 6,
+               width: float = 2.2) -> plt.Figure:
+    """Images with their captions above them, `ncols` a row."""
     n = len(paths)
     if n == 0:  # e.g. augmentation switched off: say so instead of failing
         fig, ax = plt.subplots(figsize=(width * 2, width / 2))
@@ -30,9 +29,8 @@ def image_grid(paths: Sequence[Path], captions: Sequence[str], ncols: int = 6, p
     for ax in axes.flat:
         ax.axis("off")
     for ax, path, caption in zip(axes.flat, paths, captions):
-        img = images.read_image(path)
-        ax.imshow(images.pad_to_square(img) if padded else img)
-        ax.set_title("\n".join(textwrap.wrap(caption, wrap)[:5]), fontsize=7, loc="left")
+        ax.imshow(images.read_image(path))
+        ax.set_title("\n".join(textwrap.wrap(caption, 28)[:5]), fontsize=7, loc="left")
     fig.tight_layout()
     return fig
 
@@ -69,8 +67,7 @@ def counts_bar(table: pd.DataFrame, column: str, title: str, ax: plt.Axes | None
 
 
 def confusion_plot(matrix: pd.DataFrame, title: str, ax: plt.Axes | None = None) -> plt.Axes:
-    """Counts (lib.augment.agreement.confusion_matrix) as a heat map with the numbers written in; rows are the
-    true values, so a good fill is a bright diagonal."""
+    """Counts as a heat map, numbers written in; rows are the truth, so a good fill is a bright diagonal."""
     if ax is None:
         size = 1.2 + 0.45 * max(len(matrix.columns), 2)
         _, ax = plt.subplots(figsize=(size + 1, size))
@@ -153,16 +150,11 @@ def training_curves(rows: Sequence[dict], title: str = "") -> plt.Figure:
     return fig
 
 
-def shown(fig: plt.Figure) -> plt.Figure:
-    """Close a figure so that only the cell's result displays it (exactly once, as nbval expects)."""
-    plt.close(fig)
-    return fig
-
-
 def keep(fig: plt.Figure | plt.Axes, folder: str | Path, name: str) -> plt.Figure:
-    """Save the figure as `<folder>/figures/<name>.png` too (a run's figures, outside the notebook),
-    and return it closed, so that the cell's result displays it exactly once."""
+    """Save the figure as `<folder>/figures/<name>.png` too, and return it closed, so that only the
+    cell's result displays it (exactly once, as nbval expects)."""
     fig = fig.figure if isinstance(fig, plt.Axes) else fig
     path = Path(folder) / "figures" / f"{name}.png"
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight"))
-    return shown(fig)
+    plt.close(fig)
+    return fig

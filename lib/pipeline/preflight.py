@@ -1,7 +1,5 @@
-"""Checks made before any long work: the dataset, the weights and the device a profile needs.
-
-A competition run that lacks one of them must stop in the first second and say what to put where,
-not after an hour of encoding.
+"""Checks made before any long work: the dataset, the weights and the device a profile needs, so that
+a competition run lacking one stops in the first second saying what to put where.
 """
 from __future__ import annotations
 
@@ -29,10 +27,8 @@ def problems(cfg: Config) -> list[str]:
     found += weight_problems(cfg)
     wants_gpu = cfg.model in GPU_ONLY_MODELS or cfg.device.startswith("cuda")
     if wants_gpu and not torch.cuda.is_available():
-        found.append(
-            f"model {cfg.model} (device={cfg.device}) needs a CUDA GPU and none is visible here; "
-            "run on a GPU machine, or use the demo profile (make reproduce) on this one"
-        )
+        found.append(f"model {cfg.model} (device={cfg.device}) needs a CUDA GPU and none is visible here; "
+                     "run on a GPU machine, or use the demo profile (make reproduce) on this one")
     return found
 
 
@@ -44,8 +40,7 @@ def weight_problems(cfg: Config) -> list[str]:
     if source.startswith(LOCAL_DIR):
         folder = resolve(source.removeprefix(LOCAL_DIR))
         return [] if folder.is_dir() else [f"pretrained={source}: folder {folder} does not exist"]
-    looks_like_file = "/" in source or Path(source).suffix in (".pt", ".pth", ".bin", ".safetensors")
-    if looks_like_file:
+    if "/" in source or Path(source).suffix in (".pt", ".pth", ".bin", ".safetensors"):  # a file
         path = cfg.path("pretrained")
         if path.exists() or cfg.generate_demo_data:  # the demo makes its foundation model itself
             return []
@@ -61,6 +56,4 @@ def weight_problems(cfg: Config) -> list[str]:
 def check(cfg: Config) -> None:
     found = problems(cfg)
     if found:
-        raise KitError(
-            f"profile {cfg.profile!r} cannot run on this machine yet:\n- " + "\n- ".join(found)
-        )
+        raise KitError(f"profile {cfg.profile!r} cannot run on this machine yet:\n- " + "\n- ".join(found))

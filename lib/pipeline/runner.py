@@ -1,21 +1,11 @@
 """`make reproduce`: execute the numbered notebooks with papermill into one run directory.
 
-The notebooks are the record a person reads; this runner only sequences them, shows their progress
-in the terminal, stops at the first failure with the notebook's name and the failing cell's error,
-and keeps the executed copy.
-
     python -m lib.pipeline [--profile demo|competition|smoke|FILE.yaml] [key=value ...]
     python -m lib.pipeline --resume runs/<profile>/<name> [--from STEP] [key=value ...]
 
-A run survives what happens to it: `--resume` continues it from the first step that did not
-complete (lib.steps verifies what the completed ones wrote), and training from its latest
-checkpoint when it was made from the same inputs and parameters, so that a run killed at any
-moment ends with the same bytes as one never stopped. Parameters given with --resume (or edited
-into params.yaml by hand) are recorded in the run's history, and the steps they affect run again
-from scratch; so does every step after one that runs again (old training outputs move to
-superseded/). `--from STEP` runs STEP and the later ones again. No wall-clock limit stops a
-healthy run (`--cell-timeout` sets one); a hung DataLoader worker is caught where it can hang
-(lib.data.images.WORKER_TIMEOUT_S).
+`--resume` continues a run from the first step that did not complete (lib.steps), and training from
+its latest checkpoint when made from the same inputs, so that a run killed at any moment ends with
+the same bytes as one never stopped; parameter changes redo the steps they affect (docs/running.md).
 """
 from __future__ import annotations
 
@@ -43,8 +33,7 @@ TRAINING_OUTPUTS = ("checkpoints", "metrics.jsonl", "out.log", "tensorboard", "s
 
 
 class StepStopped(KitError, RuntimeError):
-    """A step stopped (a refusal, a failed cell, a full disk, Ctrl-C); what completed is kept and the
-    message ends with the command that continues the run."""
+    """A step stopped (a refusal, a failed cell, a full disk, Ctrl-C); the message ends with the way on."""
 
     def __init__(self, message: str, interrupted: bool = False):
         super().__init__(message)
@@ -59,8 +48,8 @@ def pipeline_notebooks() -> list[str]:
 def _execute(run_dir: Path, cfg: Config, names: list[str], timeout_s: int | None, log: Log,
              retrain: bool = False) -> None:
     """Run the steps in order, recording each start and completion. Training continues from its
-    checkpoints only when it is the first step to run and they were made from what it starts from
-    now; otherwise (or with `retrain`) they move aside first. A stop names the way on."""
+    checkpoints only as the first step to run, unless `retrain`, and from the same inputs; otherwise
+    they move aside first. A stop names the way on."""
     runs.hold(run_dir)
     current = names[0]
     params = {"run_dir": portable(run_dir)}
@@ -86,8 +75,7 @@ def _execute(run_dir: Path, cfg: Config, names: list[str], timeout_s: int | None
 
 def run_pipeline(cfg: Config, notebooks: list[str] | None = None, log: Log = print,
                  timeout_s: int | None = None) -> Path:
-    """Create the run (its params.yaml is the notebooks' only source of parameters) and execute the
-    notebooks in order into it."""
+    """Create the run (its params.yaml is the notebooks' only source of parameters) and execute them."""
     run_dir = runs.create_run(cfg)
     steps.record_parameters(run_dir, cfg)
     steps.note(run_dir, "started", profile=cfg.profile)
@@ -98,8 +86,7 @@ def run_pipeline(cfg: Config, notebooks: list[str] | None = None, log: Log = pri
 
 def resume_pipeline(run_dir: str | Path, from_step: str = "", overrides: dict[str, Any] | None = None,
                     log: Log = print, timeout_s: int | None = None) -> Path:
-    """Continue a run: from the first step that did not complete, that a parameter change affects, or
-    `from_step`, whichever comes first, through the last."""
+    """Continue a run from the first step not completed, affected by a change, or `from_step`."""
     run_dir = runs.find_run(run_dir)
     order = pipeline_notebooks()
     if from_step and from_step not in order:
@@ -153,9 +140,8 @@ def run_review(record: bool = False, log: Log = print) -> Path:
 
 
 def promote_run(run_dir: str | Path, log: Log = print) -> Path:
-    """`make promote`: the run checked whole, its record built beside the current one, reviewed (05
-    executed into it), and only then put in place; the current record is kept until the new one has
-    passed, and restored when it does not (the failed one goes to runs/promote-failed/ for reading)."""
+    """`make promote`: the run's record built beside the current one, reviewed (05 executed into it),
+    and only then kept; else the current one is restored (the failed one goes to runs/promote-failed/)."""
     record = review.REVIEW_DIR
     new, old = record.with_name(f".{record.name}.new"), record.with_name(f".{record.name}.old")
     if old.exists():
@@ -212,9 +198,8 @@ def _steps_argument(value: str) -> list[str]:
 
 
 def _quiet_shutdown() -> None:
-    """After Ctrl-C, the notebook client's unfinished tasks die with the interpreter and asyncio
-    reports each with a traceback ("Task exception was never retrieved"): the one-line message
-    above already said what happened."""
+    """After Ctrl-C, asyncio would report each of the notebook client's unfinished tasks with a
+    traceback ("Task exception was never retrieved"): the one-line message already said it."""
     logging.getLogger("asyncio").disabled = True
 
 

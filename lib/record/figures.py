@@ -1,10 +1,6 @@
-"""The docs' figures of the record, written from the record's own files, never by hand.
-
-`make promote` rewrites two blocks from best-result-review/: the record's scores, curve and fills in
-docs/results.md (scores.json, metrics.jsonl, params.yaml, attribute_agreement.csv), and the
-first stage against the re-rankers in docs/reranking.md (rescore.csv, what 04_infer's side-by-side
-wrote). A test checks that the committed pages hold exactly what the committed record says: a
-figure cannot go stale without the suite failing.
+"""The docs' figures of the record, written by `make promote` from best-result-review/'s own files:
+the scores, curve and fills in docs/results.md, and the re-rankers (rescore.csv) in
+docs/reranking.md. A test checks that the committed pages hold what the committed record says.
 """
 from __future__ import annotations
 
@@ -21,8 +17,7 @@ from lib.files import atomic_write_text
 
 RECORD_BEGIN = "<!-- record: written by make promote from best-result-review/; do not edit -->"
 RECORD_END = "<!-- /record -->"
-RERANK_BEGIN = ("<!-- rerank: written by make promote from best-result-review/rescore.csv; "
-                "do not edit -->")
+RERANK_BEGIN = "<!-- rerank: written by make promote from best-result-review/rescore.csv; do not edit -->"
 RERANK_END = "<!-- /rerank -->"
 AGREEMENT_FILE = ACCURACY_FILE  # 02's fills against the demo generator's truth
 SPLITS = (("val", "val"), ("test_A", "test A"), ("test_B", "test B"), ("test", "test (A + B)"))
@@ -45,8 +40,7 @@ def block(review_dir: Path) -> str:
     lines = [RECORD_BEGIN,
              f"The record: `{cfg.model}` fine-tuned at lr {cfg.lr:g}, batch {cfg.batch_size}, seed "
              f"{cfg.seed}, {cfg.stop_epoch} of {cfg.schedule_epochs} cosine epochs, {kept}; made by commit "
-             f"`{commit}`. "
-             "mAP@10 official / standard:",
+             f"`{commit}`. mAP@10 official / standard:",
              "",
              "| | " + " | ".join(label for split, label in SPLITS if split in scores) + " |",
              "|---|" + "---|" * sum(split in scores for split, _ in SPLITS),
@@ -79,8 +73,8 @@ def _signed(value: float) -> str:
 
 
 def rerank_block(review_dir: Path) -> str:
-    """The markdown docs/reranking.md carries: each setting's val, A and B official mAP@10 and its
-    change from the first stage with the 95 % paired interval (one model: over the queries)."""
+    """docs/reranking.md's markdown: each setting's val, A and B official mAP@10 and its change from the
+    first stage with the 95 % paired interval (one model: over the queries)."""
     table = pd.read_csv(review_dir / RESCORE_FILE).set_index(["variant", "split"])
     lines = [RERANK_BEGIN, "| setting | val | test A | test B | Δ val | Δ A | Δ B |",
              "|---|---|---|---|---|---|---|"]

@@ -1,19 +1,14 @@
 """The best-result record: promote a run into `best-result-review/`, verify it, regenerate it.
 
-A judge reruns the stored checkpoint on the stored parameters and must get the stored submission
-back, byte for byte; every file of the record and every data file it depends on is pinned by its
-sha256 first (the executed review notebook itself is rerun and compared by nbval instead).
-
-Promoting checks the run completely before anything is written (lib.pipeline.runner.promote_run builds the
-new record beside the old one and swaps them only when its review passed).
+A judge reruns the stored checkpoint on the stored parameters and must get the stored submission back
+byte for byte; every file of the record and the data it depends on is pinned by its sha256 (the review
+notebook is rerun and compared by nbval instead). lib.pipeline.runner.promote_run swaps records.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -54,17 +49,13 @@ def data_files(cfg: Config) -> list[Path]:
 
 def write_checksums(review_dir: Path, files: list[Path]) -> Path:
     """sha256sum format; record files relative to the record, data files relative to the repo."""
-    lines = []
-    for path in files:
-        name = path.name if path.parent == review_dir else portable(path)
-        lines.append(f"{sha256_file(path)}  {name}")
+    lines = [f"{sha256_file(p)}  {p.name if p.parent == review_dir else portable(p)}" for p in files]
     return atomic_write_text(review_dir / CHECKSUMS, "\n".join(lines) + "\n")
 
 
 def record_files(review_dir: Path) -> list[Path]:
-    """Every file of a record that its checksums must cover: all but the checksums, the review
-    notebook (and the partial copy papermill writes while it runs: hidden files are the tools'), and
-    a checkpoint too large for git, which `checkpoint.json` names with its sha256."""
+    """The files a record's checksums cover: all but the checksums, the review notebook, hidden files
+    (papermill's partial copy) and a checkpoint too large for git (`checkpoint.json` names it)."""
     exempt = {CHECKSUMS, REVIEW_NOTEBOOK}
     if (review_dir / CHECKPOINT_INFO).exists():
         exempt |= {CHECKPOINT, CHECKPOINT + ".sha256"}
@@ -73,8 +64,7 @@ def record_files(review_dir: Path) -> list[Path]:
 
 
 def verify_checksums(review_dir: Path = REVIEW_DIR) -> pd.DataFrame:
-    """Every file named in checksums.sha256, with its expected and actual digests; stops on a mismatch
-    and on a file of the record that the checksums do not name."""
+    """Every file in checksums.sha256 with both digests; stops on a mismatch or a file they do not name."""
     rows = []
     for line in (review_dir / CHECKSUMS).read_text().splitlines():
         expected, name = line.split(maxsplit=1)
@@ -95,13 +85,10 @@ def verify_checksums(review_dir: Path = REVIEW_DIR) -> pd.DataFrame:
     return table
 
 
-def check_promotable(run_dir: Path, commit: str | None = None) -> Path:
-    """The run's kept checkpoint, after every check a promote needs, before anything is written.
-
-    The run is finished and consistent (every step completed, its outputs and params.yaml as the
-    pipeline recorded them), made by committed code and promoted from a clean tree (so that a fresh
-    clone of that commit makes the record again), and its checkpoint verifies.
-    """
+def build_record(run_dir: Path, folder: Path, commit: str | None = None) -> Path:
+    """Write a record of the run (its files, kept weights, a README, checksums) into a new `folder`, once
+    the run is complete as recorded, made by committed code and promoted from a clean tree (so that a
+    fresh clone of that commit makes it again), and its checkpoint verifies."""
     run_dir = Path(run_dir).resolve()
     missing = [n for n in RECORD_FILES if not (run_dir / n).exists()]
     if missing:
@@ -123,21 +110,11 @@ def check_promotable(run_dir: Path, commit: str | None = None) -> Path:
     if commit.endswith("-dirty") or commit == "unknown":
         raise ReviewError(f"this tree has uncommitted changes ({commit}): commit them, then promote, so that "
                           "the record's review notebook is the committed code's")
-    best = collect_result(run_dir, runs.read_params(run_dir).submit_epoch).best_checkpoint
+    cfg = runs.read_params(run_dir)
+    best = collect_result(run_dir, cfg.submit_epoch).best_checkpoint
     if best is None:
         raise ReviewError(f"{run_dir} has no fine-tuned checkpoint to promote (or not the submit_epoch's)")
     verify_file(best)  # a damaged checkpoint stops here, naming both digests
-    return best
-
-
-def build_record(run_dir: Path, folder: Path, commit: str | None = None) -> Path:
-    """Write a record of the run into `folder` (which must not exist): its files, the kept weights,
-    a README and checksums over all of it. Checks first (`check_promotable`)."""
-    run_dir = Path(run_dir).resolve()
-    best = check_promotable(run_dir, commit)
-    commit = runs.git_commit() if commit is None else commit
-    made_by = str(config_mod.read_yaml(run_dir / "params.yaml")[config_mod.PROVENANCE_KEY]["git_sha"])
-    cfg = config_mod.load_saved(run_dir / "params.yaml")
     folder.mkdir(parents=True)
     for name in RECORD_FILES + tuple(n for n in OPTIONAL_FILES if (run_dir / n).exists()):
         shutil.copy2(run_dir / name, folder / name)
@@ -163,8 +140,8 @@ def build_record(run_dir: Path, folder: Path, commit: str | None = None) -> Path
 
 
 def scored_queries(prep: Prepared, review_dir: Path) -> Prepared:
-    """The prepared tables with the val queries the recorded run scored: its completed ones when it
-    completed them (augment_val: the record keeps val_augmented.csv), else the labels' own."""
+    """The prepared tables with the val queries the recorded run scored: the completed ones when the
+    record keeps val_augmented.csv (augment_val), else the labels' own."""
     path = review_dir / VAL_AUGMENTED_TABLE
     if not path.is_file():
         return prep
@@ -199,21 +176,3 @@ def fresh_dir(path: Path) -> Path:
     (path / "data").mkdir(parents=True)
     (path / marker).touch()
     return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lib.record.review",
-                                     description="check best-result-review/checksums.sha256 (make promote "
-                                                 "makes a record: python -m lib.pipeline --promote RUN)")
-    parser.add_argument("command", choices=["verify"])
-    parser.parse_args(argv)
-    try:
-        print(verify_checksums().to_string(index=False))
-    except (KitError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
