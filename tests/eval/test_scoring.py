@@ -1,8 +1,24 @@
-"""lib.eval.scoring: the score table splits cars and persons; flat keys for metrics.jsonl and scores.json."""
+"""lib.eval.scoring: the score table splits cars and persons (and boards); a split is its own gallery;
+flat keys for metrics.jsonl and scores.json; the val evaluator training gets."""
+import types
+
+import open_clip
+import pandas as pd
 import pytest
 
+from lib import config
+from lib.data.prepare import val_queries_path
+from lib.data.relevance import relevance_sets
 from lib.eval import metrics
-from lib.eval.scoring import flat_metrics, score_table
+from lib.eval.scoring import (
+    board_tables,
+    evaluate_split,
+    flat_metrics,
+    run_val_evaluator,
+    score_table,
+    split_gallery,
+)
+from lib.paths import REPO_ROOT
 
 
 def test_score_table_splits_cars_and_persons_by_kind():
@@ -28,3 +44,56 @@ def test_flat_metrics_keys():
     assert flat["val_map10_official"] == 0.5 and flat["val_car_map10_official"] == 1.0
     assert flat["val_person_recall@10"] == 0.0 and "val_queries" not in flat
     assert set(flat_metrics(table, prefix="")) == {k.removeprefix("val_") for k in flat}
+
+
+def test_board_tables_score_each_boards_queries_in_order():
+    ranked = [["a"] * 10, ["b"] * 10, ["x", "c"] + ["y"] * 8, ["x"] * 10]
+    relevant = [{"a"}, {"z"}, {"c"}, {"x"}]
+    kinds = ["car", "person", "car", "person"]
+    tables = board_tables(ranked, relevant, kinds, ["A", "B", "A", "B"])
+    assert list(tables) == ["A", "B"]
+    assert tables["A"].loc["all", "map10_official"] == pytest.approx((1 + 0.5) / 2)  # queries 0 and 2
+    assert list(tables["A"].index) == ["all", "car"] and tables["A"].loc["all", "queries"] == 2
+    assert tables["B"].loc["all", "map10_official"] == pytest.approx((0 + 1) / 2)  # queries 1 and 3
+    assert tables["B"].loc["person", "queries"] == 2
+
+
+def test_split_gallery_is_each_image_once_resolved_and_sorted(tmp_path):
+    table = pd.DataFrame({"filepath": [str(tmp_path / "b.jpg"), "data/a.jpg", str(tmp_path / "b.jpg")]})
+    assert split_gallery(table) == sorted([str(tmp_path / "b.jpg"), str(REPO_ROOT / "data" / "a.jpg")])
+
+
+def test_evaluate_split_scores_the_splits_own_images_as_the_gallery(clip, gallery):
+    model, tokenizer, pp = clip
+    names = sorted(p.name for p in gallery)
+    table = pd.DataFrame({"filepath": [str(p) for p in gallery],
+                          "text": ["A white car."] * 3 + ["A man."] * 3,
+                          "kind": ["car"] * 3 + ["person"] * 3})
+    everything, nothing = [set(names)] * 6, [{"missing.png"}] * 6
+    cfg = config.load("smoke", topk=6)  # the whole gallery ranked
+    scores, result = evaluate_split(model, tokenizer, pp, table, everything, cfg, cache_dir=None,
+                                    progress=False)
+    assert sorted(result.image_names[0]) == names  # six images, each ranked once
+    assert scores.loc["all", "map10_official"] == 1.0 and scores.loc["all", "queries"] == 6
+    assert list(scores.index) == ["all", "car", "person"]
+    none, _ = evaluate_split(model, tokenizer, pp, table, nothing, cfg, cache_dir=None, progress=False)
+    assert none.loc["all", "map10_official"] == 0.0
+
+
+def test_the_val_evaluator_scores_the_runs_val_table_unprefixed(clip, gallery, tmp_path):
+    model, _, _ = clip
+    run_dir = tmp_path / "run"
+    (run_dir / "data").mkdir(parents=True)
+    val = pd.DataFrame({"filepath": [str(p) for p in gallery],
+                        "text": ["A white Audi."] * 6, "kind": ["car"] * 6,
+                        "image": [p.name for p in gallery],
+                        "attribute": ["white Audi"] * 6})  # each query's answers: all six images
+    val.to_csv(val_queries_path(run_dir), index=False)
+    cfg = config.load("smoke", model="kit-micro-vit", topk=6)
+    row = run_val_evaluator(cfg, run_dir)(model)
+    scores, _ = evaluate_split(model, open_clip.get_tokenizer("kit-micro-vit"), model.visual.preprocess_cfg,
+                               val, relevance_sets(val), cfg, cache_dir=None, progress=False)
+    assert row == flat_metrics(scores, prefix="")
+    assert row["map10_official"] == 1.0 and row["car_map10_official"] == 1.0 and row["recall@1"] == 1.0
+    assert "map10_official" in row and "car_map10_official" in row and "person_map10_official" not in row
+    assert run_val_evaluator(cfg, run_dir)(types.SimpleNamespace(module=model)) == row  # DDP's wrapper

@@ -9,10 +9,12 @@ import subprocess
 import sys
 from itertools import combinations
 
+import pandas as pd
 import pytest
 import torch
 
 from lib import config, runs
+from lib.eval.boards import split_boards
 from lib.eval.infer import SCORES_FILE, choose_checkpoint, infer
 from lib.files import sha256_file
 from lib.model.checkpoints import load_checkpoint, save_checkpoint
@@ -295,3 +297,32 @@ def test_a_greedy_soup_across_runs_names_each_ingredients_run(tmp_path):
     assert float(soup_weights(run_dir)["logit_scale"]) == pytest.approx((2 + 8 + 1) / 3)
     with pytest.raises(soup.SoupError, match="soup_runs is for uniform and greedy"):
         soup.make_soup(cfg.replace(soup="wise"), run_dir, scorer=table_scorer(table), foundation={})
+
+
+def test_the_selection_score_is_vals_and_board_as_official_map(tmp_path, gallery):
+    """A hand-built prepared run on six images, scored by the real scorer: each val query's answers are all
+    six images (mAP 1); on test, the A person query's answer is missing (0), every other query's answers
+    are all six (1), so board A scores 0.5 where all of test would score 0.75."""
+    data_root = tmp_path / "dataset"
+    cfg, run_dir = make_run(tmp_path, {1: micro_state()}, topk=6, data_root=str(data_root))
+    data = run_dir / "data"
+    data.mkdir()
+    images = {"filepath": [str(p) for p in gallery], "image": [p.name for p in gallery]}
+    val = pd.DataFrame({**images, "text": ["A white Audi."] * 6, "kind": ["car"] * 6,
+                        "attribute": ["white Audi"] * 6})
+    texts, kinds = ["A red car.", "A blue car.", "A man.", "A woman."], ["car", "car", "person", "person"]
+    queries = pd.DataFrame({"text": texts, "kind": kinds})
+    for name, table in (("train", val), ("val", val), ("test_queries", queries),
+                        ("test_gallery", pd.DataFrame(images))):
+        table.to_csv(data / f"{name}.csv", index=False)
+    (data / "vocabulary.json").write_text(json.dumps({"colours": ["white"], "brands": ["Audi"]}))
+    boards = split_boards(kinds)
+    answers = ["missing.png" if board == "A" and kind == "person" else "$".join(images["image"])
+               for board, kind in zip(boards, kinds)]
+    (data_root / "test").mkdir(parents=True)
+    (data_root / "test" / "test_gt.txt").write_text("".join(f"{t}${a}\n" for t, a in zip(texts, answers)))
+    checkpoint = run_dir / "checkpoints" / "epoch_1.pt"
+    assert sorted(boards[:2]) == sorted(boards[2:]) == ["A", "B"]  # one query of each kind on A
+    assert soup.selection_scorer(cfg, run_dir, checkpoint)(micro_state(1)) == {VAL_KEY: 1.0, A_KEY: 0.5}
+    (data_root / "test" / "test_gt.txt").unlink()  # the real data: no test answers, val alone chooses
+    assert soup.selection_scorer(cfg, run_dir, checkpoint)(micro_state(1)) == {VAL_KEY: 1.0}

@@ -19,7 +19,7 @@ from lib.model.checkpoints import load_checkpoint
 from lib.model.factory import create_model, model_from_config
 from lib.train.launch import train
 from lib.train.log import read_metrics
-from lib.train.loop import TrainingDiverged, TrainLoop
+from lib.train.loop import TrainingDiverged, TrainLoop, evaluation_summary
 from tests.train import make_table, tiny_cfg
 
 # ------------------------------------------------------------------------- the run's files
@@ -181,3 +181,18 @@ def test_max_steps_cuts_the_last_epoch_short(tmp_path):
     assert [p.name for p in result.checkpoints] == ["epoch_1.pt", "epoch_2.pt"]  # 4 steps, then 2
     assert load_checkpoint(result.checkpoints[-1])["step"] == 6
     assert "cut at step 6 (max_steps)" in (tmp_path / "run" / "out.log").read_text()
+
+
+def test_evaluation_summary_is_one_line_for_the_person_watching():
+    start = {"epoch": 0, "val_map10_official": 0.25, "val_car_map10_official": 0.5,
+             "val_person_map10_official": None, "val_loss": 1.23456, "train_loss": 0.75, "eval_s": 2.4}
+    assert evaluation_summary(start, 5) == ("epoch 0/5 (the starting point), val mAP@10 0.2500 (car 0.5000), "
+                                            "val loss 1.2346, train loss 0.7500 (2 s to evaluate)")
+    later = {"epoch": 3, "val_map10_official": 0.3, "val_car_map10_official": 0.2,
+             "val_person_map10_official": 0.4, "train_loss": 0.5, "eval_s": 12.6}
+    assert evaluation_summary(later, 5) == ("epoch 3/5, val mAP@10 0.3000 (car 0.2000, person 0.4000), "
+                                            "train loss 0.5000 (13 s to evaluate)")
+    assert evaluation_summary({"epoch": 1, "val_loss": 2.0, "eval_s": 0.4}, 2) == (
+        "epoch 1/2, val loss 2.0000 (0 s to evaluate)")
+    no_kinds = {"epoch": 2, "val_map10_official": 0.1, "eval_s": 1.0}
+    assert evaluation_summary(no_kinds, 2) == "epoch 2/2, val mAP@10 0.1000 (1 s to evaluate)"
