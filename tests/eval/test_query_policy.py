@@ -31,3 +31,14 @@ def test_policy_none_and_errors():
         apply_policy(CAR_QUERIES, ["car"], "none")
     with pytest.raises(ValueError, match="query 2"):
         apply_policy(CAR_QUERIES[:2], ["car", "vehicle"], "none")
+
+
+def test_the_refusals_list_the_choices():
+    with pytest.raises(ValueError) as refused:
+        apply_policy(CAR_QUERIES, ["car"] * 4, "surveilance")
+    assert str(refused.value) == ("unknown query policy 'surveilance'; choose one of none, strip_prefix, "
+                                  "surveillance")
+    with pytest.raises(ValueError) as refused:
+        apply_policy(CAR_QUERIES[:2], ["car", "vehicle"], "none")
+    assert str(refused.value) == ("query 2 ('This is an orange Buick SUV.') has kind 'vehicle'; "
+                                  "kinds are car, person")
