@@ -3,8 +3,10 @@ chosen, each image and each distinct sentence encoded once, the model built once
 and complete captions untouched."""
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import types
 
 import cv2
 import numpy as np
@@ -79,12 +81,18 @@ def test_fields_restrict_what_is_filled():
         "A Balong Heavy Truck SUV.", "A Balong Heavy Truck Sedan.", "A Balong Heavy Truck Truck."]
     assert _texts("This is a white SUV.", ("brand",))[2] == "This is a white China-Moto SUV."
     assert _texts("A SUV.", ("brand",))[-1] == "An Isuzu SUV."
-    with pytest.raises(ValueError, match="wheels"):
+    with pytest.raises(ValueError) as bad:
         augment.candidates("A Truck.", SMALL, ("colour", "wheels"))
+    assert str(bad.value) == "attribute fields may be colour, brand, type; got ['wheels']"
 
 
 def test_nothing_missing_no_candidates():
     assert augment.candidates("This is a red Audi Sedan.", SMALL, FIELDS_ALL) == []
+
+
+def test_a_period_followed_by_trailing_whitespace_is_kept():
+    assert _texts("A Truck. ", ("colour", "type")) == ["An orange Truck.", "A red Truck.", "A white Truck."]
+    assert _texts("This is a white Audi.\n", ("type",))[0] == "This is a white Audi SUV."
 
 
 # --- scoring with fixed embeddings ----------------------------------------------------------------
@@ -108,17 +116,19 @@ class FakeEncoders:
             "car2.png": ("A red Balong Heavy Truck SUV.", "A white Balong Heavy Truck Truck.")}
 
     def __init__(self, monkeypatch):
-        self.image_calls, self.text_calls = [], []
+        self.image_calls, self.text_calls, self.image_kw, self.text_kw = [], [], [], []
         monkeypatch.setattr(augment, "encode_images", self.images)
         monkeypatch.setattr(augment, "encode_texts", self.texts)
 
     def images(self, model, paths, preprocess_cfg, **kw):
         self.image_calls.append([p.name for p in paths])
+        self.image_kw.append(kw)
         return torch.tensor([[1.0, 0, 0] if p.name == "car1.png" else [0, 1.0, 0] if p.name == "car2.png"
                              else [0, 0, 1.0] for p in paths])
 
     def texts(self, model, tokenizer, texts, **kw):
         self.text_calls.append(list(texts))
+        self.text_kw.append(kw)
         vecs = []
         for t in texts:
             v = [0.0, 0.0, 0.5]  # car4 (axis 2) scores 0.5 for every sentence
@@ -148,6 +158,67 @@ def test_best_candidate_chosen_and_encoders_called_once(tmp_path, monkeypatch):
     (texts,) = fake.text_calls
     assert len(texts) == len(set(texts)) == 3 + 9
     assert out.attrs["augment_stats"]["completed"] == 4
+
+
+def _clock(monkeypatch, ticks):
+    """The module's clock reads `ticks` in turn (a callable: read it as often as asked)."""
+    now = ticks if callable(ticks) else iter(ticks).__next__
+    monkeypatch.setattr(augment, "time", types.SimpleNamespace(perf_counter=now))
+
+
+def test_stats_count_rows_and_time_each_pass(tmp_path, monkeypatch):
+    FakeEncoders(monkeypatch)
+    # start, before the images, after them, after the sentences, end
+    _clock(monkeypatch, [10.0, 10.0625, 10.18595, 10.42051, 10.61234])
+    out = augment.augment_captions(_table(tmp_path), object(), None, None, SMALL, ("type", "colour"),
+                                   progress=False)
+    # 6 rows, 5 cars, 4 completed (car3 has all); images car1, car2, car4; 3 + 3 x 3 sentences;
+    # 0.61234 s in all: 3 / 0.61234 = 4.899 images a second
+    assert out.attrs["augment_stats"] == {
+        "rows": 6, "car_rows": 5, "completed": 4, "images": 3, "distinct_texts": 12, "seconds": 0.612,
+        "image_seconds": 0.123, "text_seconds": 0.235, "images_per_s": 4.9, "fields": ["colour", "type"]}
+
+
+def test_stats_with_nothing_to_complete_or_a_clock_that_did_not_move(tmp_path, monkeypatch):
+    _clock(monkeypatch, [10.0, 10.5])
+    out = augment.augment_captions(_table(tmp_path), None, None, None, SMALL, (), progress=False)
+    assert out.attrs["augment_stats"] == {
+        "rows": 6, "car_rows": 5, "completed": 0, "images": 0, "distinct_texts": 0, "seconds": 0.5,
+        "image_seconds": 0.0, "text_seconds": 0.0, "images_per_s": None, "fields": []}
+    FakeEncoders(monkeypatch)
+    _clock(monkeypatch, lambda: 10.0)  # no time measured: no rate rather than a division by zero
+    # (type only: the 3 white Audis and the Balong Heavy Truck)
+    stats = augment.augment_captions(_table(tmp_path), object(), None, None, SMALL, ("type",),
+                                     progress=False).attrs["augment_stats"]
+    assert (stats["completed"], stats["seconds"], stats["image_seconds"], stats["images_per_s"]) == (
+        4, 0.0, 0.0, None)
+
+
+def test_encoder_settings_defaults_and_as_given(tmp_path, monkeypatch):
+    fake = FakeEncoders(monkeypatch)
+    augment.augment_captions(_table(tmp_path), object(), None, None, SMALL)
+    # defaults: padded images, batches of 256, no worker processes, automatic precision, a progress bar
+    assert fake.image_kw == [{"workers": 0, "pad": True, "batch_size": 256, "precision": "auto",
+                              "progress": True}]
+    assert fake.text_kw == [{"batch_size": 256, "precision": "auto", "progress": True}]
+    augment.augment_captions(_table(tmp_path), object(), None, None, SMALL, padded=False, batch_size=5,
+                             workers=2, precision="fp32", progress=False)
+    assert fake.image_kw[1] == {"workers": 2, "pad": False, "batch_size": 5, "precision": "fp32",
+                                "progress": False}
+    assert fake.text_kw[1] == {"batch_size": 5, "precision": "fp32", "progress": False}
+
+
+def test_table_checks_name_the_missing_columns_and_the_augmented_ones(tmp_path):
+    table = _table(tmp_path)
+    with pytest.raises(ValueError) as missing:
+        augment.augment_captions(table.drop(columns="kind"), None, None, None, SMALL, (), progress=False)
+    assert str(missing.value) == "augmentation needs columns filepath, kind, title; missing ['kind']"
+    with pytest.raises(ValueError) as missing:
+        augment.augment_captions(table, None, None, None, SMALL, (), column="text", progress=False)
+    assert str(missing.value) == "augmentation needs columns filepath, kind, text; missing ['text']"
+    with pytest.raises(ValueError) as clash:
+        augment.augment_captions(table.assign(margin=0.0), None, None, None, SMALL, (), progress=False)
+    assert str(clash.value) == "table already has ['margin']: it looks augmented already (use train.csv)"
 
 
 def test_single_candidate_margin_inf_and_persons_never_touched(tmp_path, monkeypatch):
@@ -260,7 +331,38 @@ def test_augment_run_as_the_reference_completes_val_in_its_form_on_unpadded_imag
     assert not (run / "data" / "val_augmented.csv").exists()  # val as written again
 
 
-def test_augment_run_from_the_reference_files(tmp_path, monkeypatch):
+def test_augment_run_passes_the_run_settings_and_reports_each_split(tmp_path, monkeypatch, capsys):
+    fake = FakeEncoders(monkeypatch)  # no image is car1/car2: every score ties, first candidates win
+    monkeypatch.setattr(augment, "model_from_config", lambda cfg: (object(), None, None))
+    _clock(monkeypatch, itertools.count(10.0, 0.3).__next__)  # 4 ticks of 0.3 s a split
+    cfg = config.load("competition", workers=3, eval_batch_size=7, precision="fp32")
+    run = _run_dir(tmp_path)
+    train = augment.augment_run(cfg, run)
+    assert train["title"].tolist() == ["white Audi SUV", "orange Audi Truck", "red Audi Sedan",
+                                       "A male pedestrian."]
+    # train, then val; a progress bar by default
+    settings = {"batch_size": 7, "precision": "fp32", "progress": True}
+    assert fake.image_kw == [{"workers": 3, "pad": False, **settings}] * 2
+    assert fake.text_kw == [settings] * 2
+    # the form "colour brand type" changes the complete caption too; 2 images, 3 + 3 x 4 sentences
+    zero_shot = ("3 of 3 car captions changed (fields: colour, brand, type; zero-shot: 2 images and 15 "
+                 "distinct sentences encoded in 1.2 s; form: attributes)")
+    assert capsys.readouterr().out.splitlines() == [f"train: {zero_shot}", f"val: {zero_shot}"]
+
+    augment.augment_run(cfg.replace(car_caption_form="sentence", augment_val=False), run, progress=False)
+    assert fake.image_kw[-1]["progress"] is False and fake.text_kw[-1]["progress"] is False
+    assert capsys.readouterr().out.splitlines() == [
+        "train: 2 of 3 car captions changed (fields: colour, brand, type; zero-shot: 2 images and 15 "
+        "distinct sentences encoded in 1.2 s; form: sentence)"]
+
+    off = augment.augment_run(cfg.replace(attribute_augmentation=False), run, progress=False)
+    assert len(fake.image_calls) == 3 and off["filled_type"].tolist() == [""] * 4
+    assert capsys.readouterr().out.splitlines() == [
+        f"{split}: 3 of 3 car captions changed (fields: none; no completion; form: attributes)"
+        for split in ("train", "val")]
+
+
+def test_augment_run_from_the_reference_files(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(augment, "model_from_config", lambda cfg: pytest.fail("no zero-shot pass"))
     refs = tmp_path / "reference"
     refs.mkdir()
@@ -271,3 +373,7 @@ def test_augment_run_from_the_reference_files(tmp_path, monkeypatch):
     assert train["title"].tolist() == ["white Audi SUV", "red Audi Truck", "red Audi Sedan",
                                        "A male pedestrian."]
     assert train["filled_type"].tolist()[:2] == ["SUV", ""] and train["filled_brand"][1] == "Audi"
+    # the red Audi Sedan (cccc.jpg) has no line there: its caption kept, only its form changed
+    assert capsys.readouterr().out.splitlines() == [
+        "train: 3 of 3 car captions changed (fields: colour, brand, type; from "
+        "augmented_ViT-bigG-14_train_label.txt (1 cars not in it keep their caption); form: attributes)"]

@@ -101,3 +101,13 @@ def test_topk_refuses_nan_naming_the_queries_of_the_chunk():
     with pytest.raises(ValueError) as err:
         topk(q, torch.eye(4, 3), k=2, chunk=2)  # chunks 0..1, 2..3, 4..4: the second one has the NaN
     assert str(err.value) == "NaN similarity in queries 2..3: check the embeddings"
+
+
+def test_topk_takes_1024_queries_at_a_time_by_default():
+    """1025 queries go as 1024 and then 1, bit for bit as with chunk=1024: the last bits of a float32
+    score depend on how many rows share the matrix product, so the default chunk shows in the scores."""
+    gen = torch.Generator().manual_seed(4)
+    q, g = torch.randn(1025, 16, generator=gen), torch.randn(50, 16, generator=gen)
+    scores, idx = topk(q, g)
+    chunked = topk(q, g, chunk=1024)
+    assert torch.equal(scores, chunked[0]) and torch.equal(idx, chunked[1])
