@@ -535,3 +535,17 @@ def test_settings_carry_every_knob():
     assert rr.settings(cfg) == rr.Rerank(
         method="kreciprocal", depth_car=12, depth_person=14, m=3, k=4, flip=False, adapted_query=False,
         reciprocal="none", alpha=1.5, lam=0.6, k2=2)
+
+
+@pytest.mark.parametrize("seed", [2, 4])  # the component lands on the text's side (2) or opposite it (4)
+def test_an_adapted_query_from_near_identical_top_images_is_never_longer_than_a_unit_vector(seed):
+    """Three top images equal up to ~4e-13 per coordinate: the centred, weighted images leave a principal
+    component 0.6e-12 to 0.9e-12 long, below F.normalize's 1e-12 floor, so the query comes out shorter
+    than a unit vector (it is divided by 1e-12, not by its length). Turned to the text's side, whichever
+    side eigh returned, it must not grow: a similarity of the query stays within [-1, 1]."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.full((1, 3, 4), 0.5, dtype=torch.float64)
+    images = images + torch.randn(1, 3, 4, generator=generator, dtype=torch.float64) * 4e-13
+    text = F.normalize(torch.randn(1, 4, generator=generator, dtype=torch.float64), dim=1)
+    query = rr.adapted_query(text, images)
+    assert 0.5 < float(query.norm()) < 0.95 and float((query * text).sum()) > 0  # 0.78 and 0.84
