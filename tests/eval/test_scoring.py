@@ -1,5 +1,6 @@
 """lib.eval.scoring: the score table splits cars and persons (and boards); a split is its own gallery;
 flat keys for metrics.jsonl and scores.json; the val evaluator training gets."""
+import json
 import types
 
 import open_clip
@@ -10,6 +11,7 @@ from lib import config
 from lib.data.prepare import val_queries_path
 from lib.data.relevance import relevance_sets
 from lib.eval import metrics
+from lib.eval.embedding_cache import CACHE_ENV
 from lib.eval.scoring import (
     board_tables,
     evaluate_split,
@@ -97,3 +99,36 @@ def test_the_val_evaluator_scores_the_runs_val_table_unprefixed(clip, gallery, t
     assert row["map10_official"] == 1.0 and row["car_map10_official"] == 1.0 and row["recall@1"] == 1.0
     assert "map10_official" in row and "car_map10_official" in row and "person_map10_official" not in row
     assert run_val_evaluator(cfg, run_dir)(types.SimpleNamespace(module=model)) == row  # DDP's wrapper
+
+
+def test_evaluate_split_caches_under_the_given_model_id_and_shows_progress_only_when_asked(clip, gallery,
+                                                                                          tmp_path, capsys):
+    model, tokenizer, pp = clip
+    table = pd.DataFrame({"filepath": [str(p) for p in gallery], "text": ["A white car."] * 6,
+                          "kind": ["car"] * 6})
+    cfg, relevant = config.load("smoke", topk=6), [set()] * 6
+    capsys.readouterr()
+    evaluate_split(model, tokenizer, pp, table, relevant, cfg, model_id="weights-abc",
+                   cache_dir=tmp_path / "cache", progress=False)
+    assert capsys.readouterr().err == ""  # progress=False: nothing drawn
+    entries = [json.loads(p.read_text()) for p in (tmp_path / "cache").glob("*.json")]
+    assert [entry["model_id"] for entry in entries] == ["weights-abc"]  # the gallery, under the id given
+    evaluate_split(model, tokenizer, pp, table, relevant, cfg, cache_dir=None)
+    assert "encoding images" in capsys.readouterr().err  # the default: a progress bar
+
+
+def test_the_val_evaluator_draws_nothing_caches_nothing_and_reads_na_as_text(clip, gallery, tmp_path,
+                                                                              monkeypatch, capsys):
+    """Training calls it every epoch: no bar in the training's output, no cache entry for weights that
+    change every epoch (even where a default cache folder is set), and a caption "NA" stays a caption."""
+    model, _, _ = clip
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "default-cache"))
+    run_dir = tmp_path / "run"
+    (run_dir / "data").mkdir(parents=True)
+    val_queries_path(run_dir).write_text(
+        "filepath,text,kind,image,attribute\n"
+        + "".join(f"{p},NA,car,{p.name},white Audi\n" for p in gallery))
+    capsys.readouterr()
+    row = run_val_evaluator(config.load("smoke", model="kit-micro-vit", topk=6), run_dir)(model)
+    assert row["map10_official"] == 1.0  # six "NA" queries, each answered by all six images
+    assert capsys.readouterr().err == "" and not (tmp_path / "default-cache").exists()
