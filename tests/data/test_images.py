@@ -318,4 +318,13 @@ def test_verify_threads_keep_order(tmp_path, workers):
     assert list(report["image"]) == ["a_missing.jpg", "b_missing.jpg"]
 
 
+def test_verify_works_where_the_cpu_count_is_unknown(tmp_path, monkeypatch):
+    monkeypatch.setattr(images.os, "cpu_count", lambda: None)  # os.cpu_count() may return None
+    good = write(tmp_path / "ok.png", noise(6, 6))
+    paths = [good] * 70
+    paths[3] = tmp_path / "gone.jpg"
+    report = images.verify_images(paths, max_bad_fraction=0.5, progress=False)
+    assert list(report["image"]) == ["gone.jpg"] and report.attrs["checked"] == 70
+
+
 # ------------------------------------------------------------------ transforms

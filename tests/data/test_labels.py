@@ -207,6 +207,14 @@ def test_a_known_colour_counts_whatever_its_case():
     assert labels.parse_car_text("A Black Audi.", vocab) == CarParts("A ", None, "Black Audi", None)
 
 
+def test_the_longest_known_brand_wins_when_a_shorter_one_also_leaves_a_type():
+    # with a two-word type, "Ford" + "Pickup Truck" would parse too: the longer brand "Ford Pickup" wins
+    vocab = labels.build_car_vocabulary(cars("Ford.", "Ford Pickup."), types=("Truck", "Pickup Truck"))
+    assert vocab.brands == ("Ford", "Ford Pickup")
+    assert labels.parse_car_text("white Ford Pickup Truck.", vocab) == CarParts(
+        "", "white", "Ford Pickup", "Truck")
+
+
 # --- queries --------------------------------------------------------------------------------------
 def test_read_queries(tmp_path):
     texts = ["This is a grey Chery Sedan.", "An orange MAN Truck.", "A white Mini.", PERSON_TEXT,

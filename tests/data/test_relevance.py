@@ -40,6 +40,14 @@ def test_relevance_hand_made_example():
         {"p1.jpg", "p2.jpg", "p5.jpg"}, {"p3.jpg", "p6.jpg"}]
 
 
+def test_person_relevance_matrix_reads_float_vectors_and_all_of_64_attributes():
+    # 0/1 vectors read as floats (a table column) are bits all the same; one int64 packs 64 attributes
+    a, b, c = np.zeros(64), np.zeros(64), np.ones(64)
+    a[[0, 63]] = b[0] = 1.0  # all three female; a has attribute 63, b not, c has every attribute
+    matrix = relevance.person_relevance_matrix(np.stack([a, b, c]))
+    assert matrix.tolist() == [[True, False, True], [True, True, True], [False, False, True]]
+
+
 def test_ground_truth_round_trip(tmp_path):
     texts = ["A white Audi.", "A white Audi.", PERSON_TEXT]
     relevant = [{"b.jpg", "a.jpg"}, ["c.jpg"], {"000002.jpg", "000001.jpg", "000010.jpg"}]

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from lib.eval import metrics
@@ -185,6 +186,16 @@ def test_hits_matrix_is_boolean_and_takes_any_collection_of_names():
     assert metrics.hits_matrix([names], [rel], k=3).tolist() == [[False, True, False]]
 
 
+def test_a_relevance_set_may_be_a_numpy_or_pandas_column_of_names():
+    # a column read from a table: the names are its values (`in` on a Series would test its index)
+    names, rel = ranked([2, 4])
+    for relevant in (np.array(sorted(rel)), pd.Series(sorted(rel)), pd.Series(sorted(rel), index=["x", "y"])):
+        assert np.flatnonzero(metrics.hits_matrix([names], [relevant])[0]).tolist() == [1, 3]
+        scores = per_query([names], [relevant])
+        assert scores["ap_official"][0] == pytest.approx((1 / 2 + 2 / 4) / 2)  # 0.5
+        assert scores["n_relevant"].tolist() == [2]
+
+
 def test_ap_from_hits_takes_the_relevant_counts_in_any_shape():
     hits = np.zeros((2, 10), bool)
     hits[0, 0] = hits[1, 1] = True
@@ -206,6 +217,17 @@ def test_ap_from_hits_refuses_what_cannot_be_scored():
         metrics.ap_from_hits(hits, [1, 1, 2])  # query 0 has as many hits as relevant images: fine
     assert str(err.value) == "query 1: 2 hits but only 1 relevant images"
     assert metrics.ap_from_hits(hits, [1, 2, 5])[0].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_ap_from_hits_reads_float_hits_and_counts_as_whole_numbers():
+    # a 0/1 float matrix (a torch comparison made float) and float counts (a pandas column with a gap)
+    hits = np.zeros((2, 10))
+    hits[0, 0] = hits[1, :2] = 1.0
+    official, standard = metrics.ap_from_hits(hits, np.array([1.0, 4.0]))
+    assert official.tolist() == [1.0, 1.0] and standard.tolist() == [1.0, 0.5]
+    with pytest.raises(MetricsError) as err:
+        metrics.ap_from_hits(hits, np.array([1.0, 1.0]))
+    assert str(err.value) == "query 1: 2 hits but only 1 relevant images"
 
 
 def test_many_queries_without_relevant_images_all_score_zero():

@@ -90,3 +90,70 @@ def test_mismatched_keys_shapes_and_models_are_refused_naming_them(tmp_path):
         averaging.mean_of([good, other], MICRO)
     with pytest.raises(AveragingError, match="lacks key"):
         averaging.interpolate(state, {k: v for k, v in state.items() if k != "visual.proj"}, 0.5)
+
+
+def test_half_precision_interpolation_is_worked_in_float32_and_rounded_once():
+    """alpha 0.3 between float16 4 and 17: 0.7 * 4 + 0.3 * 17 = 7.9, rounded once to float16 (steps of
+    1/256 between 4 and 8): 2022/256 = 7.8984375. Rounding either product to float16 first (0.7 * 4 ->
+    2.80078125) would land on 7.90234375. Integer buffers are the start's, in the start's key order."""
+    start = {"ids": torch.tensor([1, 2, 3]), "w": torch.tensor([4.0, 1.0], dtype=torch.float16)}
+    end = {"ids": torch.tensor([7, 8, 9]), "w": torch.tensor([17.0, 1.0], dtype=torch.float16)}
+    mixed = averaging.interpolate(start, end, 0.3)
+    assert list(mixed) == ["ids", "w"] and torch.equal(mixed["ids"], start["ids"])
+    assert mixed["w"].dtype == torch.float16 and mixed["w"].tolist() == [7.8984375, 1.0]
+
+
+def test_interpolation_at_alpha_1_is_the_end_bit_for_bit_and_a_mismatch_names_the_fine_tuned_weights():
+    """alpha 1 copies the fine-tuned weights, a -0.0 included (0 * 0.5 + -0.0 would make it +0.0)."""
+    mixed = averaging.interpolate({"w": torch.tensor([0.5, 2.0])}, {"w": torch.tensor([-0.0, 3.0])}, 1.0)
+    assert mixed["w"].tolist() == [0.0, 3.0] and torch.signbit(mixed["w"]).tolist() == [True, False]
+    with pytest.raises(AveragingError) as refused:
+        averaging.interpolate({"w": torch.zeros(2), "b": torch.zeros(1)}, {"w": torch.zeros(2)}, 0.5)
+    assert str(refused.value) == ("the fine-tuned weights lacks key 'b': not the same model as the weights "
+                                  "it is averaged with")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_weights_on_the_gpu_are_averaged_and_interpolated_on_the_cpu():
+    """Weights still on the GPU (a model's state_dict) are averaged and interpolated in host memory:
+    the same numbers as from the CPU copies, on the CPU."""
+    start, end = micro_state(0), micro_state(1)
+    gpu_start, gpu_end = ({k: v.cuda() for k, v in s.items()} for s in (start, end))
+    on_gpu = averaging.interpolate(gpu_start, gpu_end, 0.3)
+    assert {v.device.type for v in on_gpu.values()} == {"cpu"}
+    assert same_weights(on_gpu, averaging.interpolate(start, end, 0.3))
+    mean = averaging.add_to_mean(averaging.float32(start), 1, gpu_end)
+    assert {v.device.type for v in mean.values()} == {"cpu"}
+    assert same_weights(mean, averaging.add_to_mean(averaging.float32(start), 1, end))
+
+
+def test_a_mean_of_nothing_is_refused_in_words():
+    with pytest.raises(AveragingError) as refused:
+        averaging.mean_of([], MICRO)
+    assert str(refused.value) == "no checkpoints to average"
+
+
+def test_double_precision_checkpoints_are_averaged_in_float32_and_come_back_in_float64(tmp_path):
+    """The arithmetic is float32 whatever the checkpoints hold: 1 + 2**-30 is 1 in float32 (23 bits
+    after the point), so the mean of 1 and 1 + 2**-30 is 1, and that of 3 and 4 is 3.5."""
+    a = {"w": torch.tensor([1.0, 3.0], dtype=torch.float64)}
+    b = {"w": torch.tensor([1.0 + 2**-30, 4.0], dtype=torch.float64)}
+    mean, _ = averaging.mean_of([save(tmp_path / "a.pt", a), save(tmp_path / "b.pt", b)], MICRO)
+    assert mean["w"].dtype == torch.float64 and mean["w"].tolist() == [1.0, 3.5]
+
+
+def test_an_in_place_mean_replaces_the_tensors_of_the_dict_it_was_given():
+    """mean_of's one copy of the weights: with inplace the dict passed in is the one updated (1 and 3
+    make 2); without, it is left as it was (a greedy soup's trial)."""
+    mean = averaging.float32({"w": torch.tensor([1.0])})
+    trial = averaging.add_to_mean(mean, 1, {"w": torch.tensor([3.0])})
+    assert trial is not mean and mean["w"].tolist() == [1.0] and trial["w"].tolist() == [2.0]
+    updated = averaging.add_to_mean(mean, 1, {"w": torch.tensor([3.0])}, inplace=True)
+    assert updated is mean and mean["w"].tolist() == [2.0]
+
+
+def test_only_float_tensors_go_back_to_the_recorded_dtype():
+    state = {"w": torch.tensor([1.5]), "ids": torch.tensor([7], dtype=torch.int32)}
+    back = averaging.restore_dtypes(state, {"w": torch.float16, "ids": torch.int64})
+    assert back["w"].dtype == torch.float16 and back["w"].tolist() == [1.5]
+    assert back["ids"] is state["ids"]

@@ -5,7 +5,12 @@ One reference run (2 epochs, tests/train/conftest.py) is shared by the tests tha
 from __future__ import annotations
 
 import json
+import math
+import re
+import shutil
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import open_clip
 import pytest
@@ -13,13 +18,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from lib.data.images import TooManyBadImages, read_image
+from lib.data.images import BadImage, TooManyBadImages, read_image
 from lib.data.transforms import eval_transform
-from lib.model.checkpoints import load_checkpoint
+from lib.errors import KitError
+from lib.model.checkpoints import load_checkpoint, save_checkpoint
 from lib.model.factory import create_model, model_from_config
 from lib.train.launch import train
 from lib.train.log import read_metrics
-from lib.train.loop import TrainingDiverged, TrainLoop, evaluation_summary
+from lib.train.loop import TrainingDiverged, TrainLoop, _features, evaluation_summary
 from tests.train import make_table, tiny_cfg
 
 # ------------------------------------------------------------------------- the run's files
@@ -120,6 +126,65 @@ def test_bad_images_are_skipped_counted_and_limited(tmp_path):
 
 # ---------------------------------------------------------------------------------- DDP
 
+class _TwoProcesses:
+    """torch.distributed as rank 0 of 2 sees it, the other process's part given: all_reduce joins its
+    tensors in (MAX or SUM), all_gather_object puts its object second. (A real two-process run:
+    test_launch's slow gloo test.)"""
+
+    ReduceOp = torch.distributed.ReduceOp
+
+    def __init__(self, *theirs):
+        self.theirs = list(theirs)
+
+    def all_reduce(self, tensor, op=torch.distributed.ReduceOp.SUM):
+        other = self.theirs.pop(0)
+        assert other.shape == tensor.shape
+        joined = {self.ReduceOp.MAX: torch.maximum, self.ReduceOp.SUM: torch.add}[op](tensor, other)
+        tensor.copy_(joined)
+
+    def all_gather_object(self, out, obj):
+        assert len(out) == 2
+        out[0], out[1] = obj, self.theirs.pop(0)
+
+
+def _two_process_loop(tmp_path, monkeypatch, *theirs) -> TrainLoop:
+    cfg = tiny_cfg(tmp_path, max_bad_image_fraction=0.125)
+    loop = TrainLoop(cfg, tmp_path / "run", make_table(tmp_path / "images"), None, None, None, False)
+    loop.world = 2
+    monkeypatch.setattr("lib.train.loop.dist", _TwoProcesses(*theirs))
+    return loop
+
+
+def test_two_processes_cut_their_batches_to_the_smaller_and_both_report_each_bad_image(tmp_path, monkeypatch,
+                                                                                      capsys):
+    """This process read 4 images, the other 2 (and one it could not read): both go on with 2 pairs, so
+    that the gathered features line up, and both log (and show) the other's bad image."""
+    gone = BadImage("/data/gone.jpg", "missing")
+    loop = _two_process_loop(tmp_path, monkeypatch, torch.tensor([-2, 1]), [gone], torch.tensor([-4, 0]))
+    batch = loop.collate([loop.dataset[(0, i)] for i in range(4)])
+    images, texts = loop._sync_batch(batch)
+    assert torch.equal(images, batch["images"][:2]) and torch.equal(texts, batch["texts"][:2])
+    assert _log(tmp_path / "run")[-1] == "skipped bad image /data/gone.jpg: missing (1 so far)"
+    assert capsys.readouterr().out == "skipped bad image /data/gone.jpg: missing (1 so far)\n"
+    assert loop.bad.seen == {"/data/gone.jpg": "missing"}
+    images, texts = loop._sync_batch(batch)  # the same 4 there, none bad: nothing gathered, nothing cut
+    assert torch.equal(images, batch["images"]) and torch.equal(texts, batch["texts"])
+
+
+def test_a_batch_goes_on_to_the_training_device(tmp_path):
+    loop = TrainLoop(tiny_cfg(tmp_path), tmp_path / "run", make_table(tmp_path / "images"), None, None, None,
+                     False)
+    loop.device = torch.device("meta")  # as a GPU would be: not where the loader put the batch
+    images, texts = loop._sync_batch(loop.collate([loop.dataset[(0, i)] for i in range(4)]))
+    assert (images.device.type, texts.device.type, len(images), len(texts)) == ("meta", "meta", 4, 4)
+
+
+def test_when_the_other_process_diverges_this_one_stops_too(tmp_path, monkeypatch):
+    loop = _two_process_loop(tmp_path, monkeypatch, torch.tensor(0.0), torch.tensor(1.0))
+    loop._stop_unless_finite("loss", torch.tensor([0.5]))  # both finite: go on
+    with pytest.raises(TrainingDiverged, match=r"^training diverged at step 1 \(epoch 1\): the loss is not"):
+        loop._stop_unless_finite("loss", torch.tensor([0.5]))
+
 
 # ------------------------------------------------------------------- accumulation, options
 
@@ -164,13 +229,20 @@ def test_a_diverging_run_stops_at_once_and_saves_nothing_from_that_state(tmp_pat
     config); a divergence from any cause stops at the step it happens, naming it."""
     table = make_table(tmp_path / "images")
     cfg = tiny_cfg(tmp_path, lr=1e20, warmup_steps=1, save_every_steps=0)
-    stops = r"step 1 \(epoch 1\): the weights are not finite.*no checkpoint"
-    with pytest.raises(TrainingDiverged, match=stops):
+    with pytest.raises(TrainingDiverged) as weights:
         train(cfg, tmp_path / "run", table, progress=False)
+    assert str(weights.value) == (
+        "training diverged at step 1 (epoch 1): the weights are not finite. Nothing was saved from this "
+        "state; no checkpoint was written yet. Lower lr (now 1e+20) or warm up longer (warmup_steps=1), then "
+        "start a new run")
     assert not (tmp_path / "run" / "checkpoints").exists()
     cfg = tiny_cfg(tmp_path, lr=1e10, warmup_steps=1, save_every_steps=1)
-    with pytest.raises(TrainingDiverged, match=r"step 2 \(epoch 1\): the loss is not finite.*latest\.pt"):
+    with pytest.raises(TrainingDiverged) as loss:
         train(cfg, tmp_path / "run2", table, progress=False)
+    assert str(loss.value) == (
+        "training diverged at step 2 (epoch 1): the loss is not finite. Nothing was saved from this state; "
+        f"the last checkpoint is {tmp_path / 'run2' / 'checkpoints' / 'latest.pt'}. Lower lr (now 1e+10) or "
+        "warm up longer (warmup_steps=1), then start a new run")
     ckpt = load_checkpoint(tmp_path / "run2" / "checkpoints" / "latest.pt")
     assert ckpt["step"] == 1 and all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
 
@@ -196,3 +268,237 @@ def test_evaluation_summary_is_one_line_for_the_person_watching():
         "epoch 1/2, val loss 2.0000 (0 s to evaluate)")
     no_kinds = {"epoch": 2, "val_map10_official": 0.1, "eval_s": 1.0}
     assert evaluation_summary(no_kinds, 2) == "epoch 2/2, val mAP@10 0.1000 (1 s to evaluate)"
+
+
+# ------------------------------------------------------------------ what the run records
+
+def _log(run: Path) -> list[str]:
+    """out.log without its time stamps."""
+    return [line.split(" | ", 1)[1] for line in (run / "out.log").read_text().splitlines()]
+
+
+def test_the_log_and_the_checkpoints_record_every_save_with_its_step(reference):
+    run = reference["root"] / "run"
+    assert [line for line in _log(run) if line.startswith("saved")] == [
+        "saved latest.pt at step 2", "saved epoch_1.pt, latest.pt at step 4",  # save_every_steps=2
+        "saved latest.pt at step 6", "saved epoch_2.pt, latest.pt at step 8"]
+    for name, epoch, step in (("epoch_1.pt", 1, 4), ("epoch_2.pt", 2, 8), ("latest.pt", 2, 8)):
+        ckpt = load_checkpoint(run / "checkpoints" / name)
+        assert (ckpt["epoch"], ckpt["step"], ckpt["name"], ckpt["steps_per_epoch"], ckpt["world_size"]) == (
+            epoch, step, "kit-micro-vit", 4, 1)
+        assert ckpt["scaler"] is None and ckpt["config"] == reference["cfg"].to_dict()
+        state = ckpt["train_state"]  # saved after the epoch's evaluation: the train-loss sums start again
+        assert (state["loss_sum"], state["loss_count"], state["bad_images"]) == (0.0, 0, {})
+        row = read_metrics(run / "metrics.jsonl")[epoch]
+        assert state["elapsed_s"] == pytest.approx(row["time_s"], abs=0.02)
+
+
+class _Clock:
+    """time.time() of the loop: it stands still but for the evaluations, which take 1.23456 s each."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def time(self) -> float:
+        return self.now
+
+
+class _TensorBoard:
+    """torch.utils.tensorboard where it is not installed: SummaryWriter notes the scalars."""
+
+    def __init__(self):
+        self.scalars: list[tuple[str, float, int]] = []
+        board = self
+
+        class SummaryWriter:
+            def __init__(self, log_dir):
+                pass
+
+            def add_scalar(self, tag, value, step):
+                board.scalars.append((tag, value, step))
+
+            def close(self):
+                pass
+
+        self.SummaryWriter = SummaryWriter
+
+
+def test_the_log_metrics_board_and_screen_of_a_run_say_what_each_step_did(tmp_path, monkeypatch, capsys):
+    """8 training pairs in batches of 4: 2 steps an epoch, 2 epochs, a cosine over 3 epochs (6 steps) after
+    2 warmup steps: the LRs of steps 1-4 are 0.5e-3, 1e-3, 1e-3 and 0.5 (1 + cos(pi / 4)) 1e-3. A line every
+    3 steps and at each epoch's end: steps 2, 3, 4. The clock stands still but for the evaluations (1.23456
+    s each): time_s 1.23, 2.47, 3.7; steps 1-2 (8 pairs) and step 4 take the 1e-9 s floor, step 3 (4 pairs)
+    the 1.23456 s of the evaluation before it: 3.2 samples/s."""
+    clock, board = _Clock(), _TensorBoard()
+    monkeypatch.setattr("lib.train.loop.time", clock)
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", board)
+    step, losses = TrainLoop._optimizer_step, []
+
+    def noted(self, batches):
+        loss = step(self, batches)
+        losses.append(loss.item())
+        return loss
+
+    monkeypatch.setattr(TrainLoop, "_optimizer_step", noted)
+    table = make_table(tmp_path / "images")
+    bad = tmp_path / "images" / "img01.jpg"
+    bad.write_bytes(b"not a jpeg")
+    scores = iter([0.2, 0.3, 0.4])
+
+    def evaluator(model):
+        clock.now += 1.23456
+        return {"map10_official": next(scores), "car_map10_official": 0.5}
+
+    cfg = tiny_cfg(tmp_path, keep_checkpoints=1, log_every=3)
+    result = train(cfg, tmp_path / "run", table.iloc[8:], val_table=table.iloc[:8], evaluator=evaluator,
+                   progress=True)
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [(r["epoch"], r["step"], r["train_loss"], r["time_s"], r["eval_s"]) for r in rows] == [
+        (0, 0, None, 1.23, 1.23), (1, 2, (losses[0] + losses[1]) / 2, 2.47, 1.23),  # the mean since the last
+        (2, 4, (losses[2] + losses[3]) / 2, 3.7, 1.23)]                            # evaluation
+    last_lr = 0.5e-3 * (1 + math.cos(math.pi / 4))
+    assert [r["lr"] for r in rows] == [0.0, 1e-3, pytest.approx(last_lr)]
+    assert [(r["val_map10_official"], r["val_car_map10_official"]) for r in rows] == [
+        (0.2, 0.5), (0.3, 0.5), (0.4, 0.5)]
+    log = _log(tmp_path / "run")
+    step_line = r"step (\d)/4 epoch (\d) loss (\S+) lr (\S+) logit_scale (\d+\.\d{3}) samples/s (\S+)"
+    steps = [re.fullmatch(step_line, line) for line in log if line.startswith("step ")]
+    assert [m.group(1, 2, 3, 4, 6) for m in steps] == [
+        ("2", "1", f"{losses[1]:.4f}", "1.0000e-03", "8000000000.0"),
+        ("3", "2", f"{losses[2]:.4f}", "1.0000e-03", "3.2"),
+        ("4", "2", f"{losses[3]:.4f}", "8.5355e-04", "4000000000.0")]
+    training = ("training kit-micro-vit on 8 pairs: 2 steps an epoch x 2 epochs (cosine horizon 6 steps), "
+                "1 process(es), cpu, precision fp32")
+    skipped = f"skipped bad val image {bad}: not a decodable image (OpenCV could not decode its 10 bytes)"
+    evals = [f"eval epoch {r['epoch']}, step {r['step']}, val_map10_official {r['val_map10_official']:.4g}, "
+             f"val_car_map10_official 0.5, val_loss {r['val_loss']:.4g}, train_loss "
+             f"{'None' if r['train_loss'] is None else format(r['train_loss'], '.4g')}, lr {r['lr']:.4g}, "
+             f"time_s {r['time_s']:.4g}, eval_s 1.23" for r in rows]
+    assert [line for line in log if not line.startswith("step ")] == [
+        training, skipped, evals[0], "saved latest.pt at step 1", evals[1],
+        "saved epoch_1.pt, latest.pt at step 2", "saved latest.pt at step 3", evals[2],
+        "saved epoch_2.pt, latest.pt at step 4", "deleted epoch_1.pt (keep_checkpoints=1)"]
+    assert [p.name for p in result.checkpoints] == ["epoch_2.pt"]
+    assert load_checkpoint(result.checkpoints[0])["train_state"]["elapsed_s"] == pytest.approx(3.70368)
+    trained = [(tag, value, s) for tag, value, s in board.scalars if tag.startswith("train/")]
+    assert [(tag, s) for tag, _, s in trained] == [
+        (f"train/{name}", s) for s in (2, 3, 4) for name in ("loss", "lr", "logit_scale", "samples_per_s")]
+    assert [value for tag, value, _ in trained if tag != "train/logit_scale"] == [
+        losses[1], 1e-3, 8e9, losses[2], 1e-3, pytest.approx(4 / 1.23456), losses[3], pytest.approx(last_lr), 4e9]
+    assert [f"{value:.3f}" for tag, value, _ in trained if tag == "train/logit_scale"] == [
+        m.group(5) for m in steps]
+    assert [(tag, s) for tag, _, s in board.scalars if tag.startswith("val/")] == [
+        (f"val/{name}", r["step"]) for r in rows
+        for name in ("val_map10_official", "val_car_map10_official", "val_loss", "train_loss", "lr", "time_s",
+                     "eval_s") if r[name] is not None]
+    shown = capsys.readouterr()
+    assert shown.out.splitlines() == [training, skipped] + [evaluation_summary(r, 2) for r in rows]
+    assert "training: 100%" in shown.err and " 4/4 " in shown.err
+    assert re.search(r"(step/s|s/step), loss=" + f"{losses[3]:.4f}" + r", samples_s=4000000000\.0\]", shown.err)
+
+
+def _run_copy(reference, tmp_path) -> Path:
+    run = tmp_path / "run"
+    shutil.copytree(reference["root"] / "run", run)
+    return run
+
+
+def _resumed(reference, run: Path, resume: str) -> tuple[TrainLoop, str]:
+    loop = TrainLoop(reference["cfg"], run, reference["table"], None, None, None, False, resume=resume)
+    return loop, _log(run)[-1]
+
+
+def test_a_resume_says_where_it_resumed_from_and_why_not_latest(reference, tmp_path, capsys):
+    run = _run_copy(reference, tmp_path)
+    ckpts = run / "checkpoints"
+    loop, said = _resumed(reference, run, "latest")
+    assert said == f"resumed from {ckpts / 'latest.pt'} at step 8 (epoch 2)"
+    assert capsys.readouterr().out == said + "\n"
+    (ckpts / "latest.pt").unlink()
+    shutil.copyfile(ckpts / "epoch_1.pt", ckpts / "latest.pt")  # its bytes no longer match its .sha256
+    (ckpts / "epoch_2.pt").write_bytes(b"cut short")
+    loop, said = _resumed(reference, run, "latest")
+    assert said == (f"resumed from {ckpts / 'epoch_1.pt'} at step 4 (epoch 1) (latest.pt was cut short by an "
+                    "interruption and does not verify)")
+    assert loop.step == 4 and [r["epoch"] for r in read_metrics(run / "metrics.jsonl")] == [0, 1]
+    want = load_checkpoint(ckpts / "epoch_1.pt")
+    assert all(torch.equal(v, want["state_dict"][k]) for k, v in loop.model.state_dict().items())
+    assert torch.equal(torch.get_rng_state(), want["rng"]["torch"])
+    elsewhere = tmp_path / "kept" / "epoch_1.pt"
+    elsewhere.parent.mkdir()
+    shutil.copyfile(ckpts / "epoch_1.pt", elsewhere)
+    shutil.copyfile(ckpts / "epoch_1.pt.sha256", tmp_path / "kept" / "epoch_1.pt.sha256")
+    assert _resumed(reference, run, str(elsewhere))[1] == f"resumed from {elsewhere} at step 4 (epoch 1)"
+
+
+def test_a_resume_refuses_another_models_checkpoint_or_another_epoch_length(reference, tmp_path):
+    cfg, table = reference["cfg"], reference["table"]
+    other = tmp_path / "other.pt"
+    save_checkpoint(other, {"name": "ViT-B-32", "steps_per_epoch": 4})
+    with pytest.raises(KitError) as model:
+        TrainLoop(cfg, tmp_path / "run", table, None, None, None, False, resume=str(other))
+    assert str(model.value) == f"{other} holds a ViT-B-32 model, not model=kit-micro-vit"
+    save_checkpoint(other, {"name": "kit-micro-vit", "steps_per_epoch": 3})
+    with pytest.raises(KitError) as length:
+        TrainLoop(cfg, tmp_path / "run", table, None, None, None, False, resume=str(other))
+    assert str(length.value) == (
+        f"{other} was saved with 3 steps an epoch, this run has 4 (table, batch_size, accum_steps or number "
+        "of processes changed): resume with the same ones, or start a new run from it with init_checkpoint")
+
+
+def test_a_resume_reads_the_checkpoint_into_cpu_memory(reference, tmp_path, monkeypatch):
+    """A checkpoint saved on a GPU holds GPU tensors: read back onto that GPU, a 30 GB checkpoint would sit
+    beside the model, and one saved on cuda:1 could not be read where there is one GPU."""
+    run = _run_copy(reference, tmp_path)
+    load, places = torch.load, []
+
+    def reads(*args, **kwargs):
+        places.append(kwargs.get("map_location"))
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", reads)
+    _resumed(reference, run, "latest")
+    assert places == ["cpu"]
+
+
+def test_a_resumed_fp16_run_gets_its_loss_scale_back_and_another_precision_ignores_it(reference, tmp_path,
+                                                                                      monkeypatch):
+    """fp16 (a GPU's) keeps a GradScaler, saved with the checkpoint: a resume at fp16 goes on with the
+    saved loss scale, a resume at another precision has no scaler and leaves it."""
+    run = _run_copy(reference, tmp_path)
+    ckpt = load_checkpoint(run / "checkpoints" / "latest.pt")
+    ckpt["scaler"] = {"scale": 512.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
+                      "_growth_tracker": 3}
+    (run / "checkpoints" / "latest.pt").unlink()  # a hard link to epoch_2.pt: written anew, not through
+    save_checkpoint(run / "checkpoints" / "latest.pt", ckpt)
+    assert _resumed(reference, run, "latest")[0].scaler is None  # fp32
+    monkeypatch.setattr("lib.train.loop.create_scaler", lambda precision, device: torch.amp.GradScaler("cpu"))
+    scaler = _resumed(reference, run, "latest")[0].scaler  # as fp16 on a GPU
+    assert (scaler.get_scale(), scaler.state_dict()["_growth_tracker"]) == (512.0, 3)
+
+
+def test_resumed_weights_come_from_the_checkpoint_fresh_ones_from_init_checkpoint(reference, tmp_path):
+    """Resumed, the run needs neither its starting weights (pretrained, its sha256) nor its init_checkpoint
+    any more: here both are gone. A fresh run starts from init_checkpoint."""
+    run = _run_copy(reference, tmp_path)
+    ckpts = run / "checkpoints"
+    gone = reference["cfg"].replace(pretrained=str(tmp_path / "gone.pt"), pretrained_sha256="0" * 64)
+    resumed = TrainLoop(gone, run, reference["table"], None, tmp_path / "gone_too.pt", None, False,
+                        resume="latest")
+    want = load_checkpoint(ckpts / "latest.pt")["state_dict"]
+    assert all(torch.equal(v, want[k]) for k, v in resumed.model.state_dict().items())
+    fresh = TrainLoop(reference["cfg"], tmp_path / "fresh", reference["table"], None, ckpts / "epoch_1.pt",
+                      None, False)
+    want = load_checkpoint(ckpts / "epoch_1.pt")["state_dict"]
+    assert all(torch.equal(v, want[k]) for k, v in fresh.model.state_dict().items())
+
+
+def test_open_clips_dict_output_gives_the_same_features_as_its_tuple(tmp_path):
+    model, tokenizer, _ = create_model("kit-micro-vit", "")
+    model.eval()
+    images, texts = torch.rand(2, 3, 32, 32), tokenizer(["a red car", "a blue car"])
+    as_tuple = _features(model(images, texts))
+    model.output_dict = True
+    as_dict = model(images, texts)
+    assert isinstance(as_dict, dict)
+    assert all(torch.equal(a, b) for a, b in zip(_features(as_dict), as_tuple, strict=True))
