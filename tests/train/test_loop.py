@@ -10,7 +10,6 @@ import re
 import shutil
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import open_clip
 import pytest
@@ -45,7 +44,8 @@ def test_resume_mid_epoch_is_bit_exact(reference, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "run", table, val_table=table.iloc[:8], progress=False)
     monkeypatch.setattr(TrainLoop, "_optimizer_step", step)
-    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["step"] == 6
+    cut = load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")
+    assert (cut["step"], cut["epoch"]) == (6, 1)  # 4 steps an epoch: 1 epoch done, half of the second
     result = train(cfg, tmp_path / "run", table, val_table=table.iloc[:8], progress=False, resume="latest")
 
     want = load_checkpoint(reference["root"] / "run" / "checkpoints" / "epoch_2.pt")
@@ -196,12 +196,15 @@ def test_accumulation_gives_the_full_batch_gradient(tmp_path):
     images, texts = batch["images"], batch["texts"]
     grads = []
     loop.optimizer.step = lambda: grads.append({n: p.grad.clone() for n, p in loop.model.named_parameters()})
+    forward, passes = loop.forward_model, []
+    loop.forward_model = lambda images, texts: passes.append(len(images)) or forward(images, texts)
     loss_full = loop._optimizer_step([(images, texts)])
     loss_accum = loop._optimizer_step([(images[:2], texts[:2]), (images[2:], texts[2:])])
     loop._optimizer_step([(images[:2], texts[:2])])  # a batch of 2 alone: another gradient
     assert loss_accum == pytest.approx(loss_full.item(), rel=1e-5)
     assert all(torch.allclose(grads[0][n], grads[1][n], rtol=1e-4, atol=1e-5) for n in grads[0])
     assert not all(torch.allclose(grads[0][n], grads[2][n], rtol=1e-4, atol=1e-5) for n in grads[0])
+    assert passes == [4, 2, 2, 2, 2, 2]  # one pass a batch, and with accumulation one without gradients first
 
 
 def test_bf16_grad_checkpointing_and_locked_image_tower(tmp_path):
@@ -247,9 +250,11 @@ def test_a_diverging_run_stops_at_once_and_saves_nothing_from_that_state(tmp_pat
     assert ckpt["step"] == 1 and all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
 
 
-def test_max_steps_cuts_the_last_epoch_short(tmp_path):
+def test_max_steps_cuts_the_last_epoch_short(tmp_path, capsys):
     table = make_table(tmp_path / "images")
     result = train(tiny_cfg(tmp_path, max_steps=6), tmp_path / "run", table, progress=False)
+    assert capsys.readouterr() == ("", "")  # progress=False: no bar, no lines
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()  # nothing to evaluate with: no evaluations
     assert [p.name for p in result.checkpoints] == ["epoch_1.pt", "epoch_2.pt"]  # 4 steps, then 2
     assert load_checkpoint(result.checkpoints[-1])["step"] == 6
     assert "cut at step 6 (max_steps)" in (tmp_path / "run" / "out.log").read_text()
@@ -383,8 +388,8 @@ def test_the_log_metrics_board_and_screen_of_a_run_say_what_each_step_did(tmp_pa
     trained = [(tag, value, s) for tag, value, s in board.scalars if tag.startswith("train/")]
     assert [(tag, s) for tag, _, s in trained] == [
         (f"train/{name}", s) for s in (2, 3, 4) for name in ("loss", "lr", "logit_scale", "samples_per_s")]
-    assert [value for tag, value, _ in trained if tag != "train/logit_scale"] == [
-        losses[1], 1e-3, 8e9, losses[2], 1e-3, pytest.approx(4 / 1.23456), losses[3], pytest.approx(last_lr), 4e9]
+    assert [value for tag, value, _ in trained if tag != "train/logit_scale"] == pytest.approx([
+        losses[1], 1e-3, 8 / 1e-9, losses[2], 1e-3, 4 / 1.23456, losses[3], last_lr, 4 / 1e-9])
     assert [f"{value:.3f}" for tag, value, _ in trained if tag == "train/logit_scale"] == [
         m.group(5) for m in steps]
     assert [(tag, s) for tag, _, s in board.scalars if tag.startswith("val/")] == [
@@ -394,7 +399,8 @@ def test_the_log_metrics_board_and_screen_of_a_run_say_what_each_step_did(tmp_pa
     shown = capsys.readouterr()
     assert shown.out.splitlines() == [training, skipped] + [evaluation_summary(r, 2) for r in rows]
     assert "training: 100%" in shown.err and " 4/4 " in shown.err
-    assert re.search(r"(step/s|s/step), loss=" + f"{losses[3]:.4f}" + r", samples_s=4000000000\.0\]", shown.err)
+    assert re.search(r"(step/s|s/step), loss=" + f"{losses[3]:.4f}" + r", samples_s=4000000000\.0\]",
+                     shown.err)
 
 
 def _run_copy(reference, tmp_path) -> Path:
@@ -502,3 +508,53 @@ def test_open_clips_dict_output_gives_the_same_features_as_its_tuple(tmp_path):
     as_dict = model(images, texts)
     assert isinstance(as_dict, dict)
     assert all(torch.equal(a, b) for a, b in zip(_features(as_dict), as_tuple, strict=True))
+
+
+def test_fp16s_loss_scaler_changes_no_update_and_is_saved(tmp_path, monkeypatch):
+    """The scaler multiplies the loss by 2**16 and the gradients back by 2**-16 before the step: exact in
+    float32, so the weights are those of a run without it. (A CPU GradScaler stands in for a GPU's fp16.)"""
+    table = make_table(tmp_path / "images")
+    cfg = tiny_cfg(tmp_path, stop_epoch=1)
+    plain = load_checkpoint(train(cfg, tmp_path / "plain", table, progress=False).checkpoints[0])
+    monkeypatch.setattr("lib.train.loop.create_scaler", lambda precision, device: torch.amp.GradScaler("cpu"))
+    scaled = load_checkpoint(train(cfg, tmp_path / "scaled", table, progress=False).checkpoints[0])
+    assert all(torch.equal(v, plain["state_dict"][k]) for k, v in scaled["state_dict"].items())
+    assert plain["scaler"] is None
+    assert scaled["scaler"] == {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5,
+                                "growth_interval": 2000, "_growth_tracker": 4}  # 4 steps without an overflow
+
+
+def test_a_step_whose_images_are_all_unreadable_learns_nothing_and_says_so(tmp_path):
+    table = make_table(tmp_path / "images", n=8)
+    for path in table["filepath"]:
+        Path(path).write_bytes(b"gone")
+    cfg = tiny_cfg(tmp_path, stop_epoch=1, log_every=1, max_bad_image_fraction=1.0)
+    torch.manual_seed(cfg.seed)
+    start, _, _ = create_model("kit-micro-vit", "")
+    result = train(cfg, tmp_path / "run", table, progress=False)
+    log = _log(tmp_path / "run")
+    assert [line for line in log if line.startswith("step ")] == [  # logit scale: 1 / 0.07, as initialised
+        "step 1/2 epoch 1 loss nan lr 5.0000e-04 logit_scale 14.286 samples/s 0.0",
+        "step 2/2 epoch 1 loss nan lr 1.0000e-03 logit_scale 14.286 samples/s 0.0"]
+    assert sum(line.startswith("skipped bad image") for line in log) == 8
+    end = load_checkpoint(result.checkpoints[0])
+    assert end["step"] == 2 and end["train_state"]["loss_count"] == 0 and end["optimizer"]["state"] == {}
+    assert all(torch.equal(v, end["state_dict"][k]) for k, v in start.state_dict().items())
+
+
+def test_evaluations_every_other_epoch_and_at_the_end_and_the_epoch_to_submit_is_kept(tmp_path):
+    """eval_every=2 over 3 epochs: the starting point, epoch 2 and the last (3). keep_checkpoints=1 keeps
+    the newest and the best (3), and the epoch to submit (1); epoch 2 goes. A metrics.jsonl left by an
+    attempt killed before its first checkpoint is forgotten."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_text('{"epoch": 0, "step": 0, "val_map10_official": 0.9}\n')
+    scores = iter([0.1, 0.2, 0.3])
+    cfg = tiny_cfg(tmp_path, stop_epoch=3, eval_every=2, keep_checkpoints=1, submit_epoch=1)
+    result = train(cfg, tmp_path / "run", make_table(tmp_path / "images", n=8),
+                   evaluator=lambda model: {"map10_official": next(scores)}, progress=False)
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [(r["epoch"], r["step"], r["val_map10_official"]) for r in rows] == [(0, 0, 0.1), (2, 4, 0.2),
+                                                                                (3, 6, 0.3)]
+    assert "deleted epoch_2.pt (keep_checkpoints=1)" in _log(tmp_path / "run")
+    assert [p.name for p in result.checkpoints] == ["epoch_1.pt", "epoch_3.pt"]
+    assert (result.best_epoch, result.best_by) == (1, "submit_epoch")
