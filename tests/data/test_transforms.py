@@ -223,6 +223,25 @@ def test_train_transform_keeps_open_clips_unused_items_warning_quiet_and_names_t
                               "got (0.3, 0.4)")
 
 
+def test_train_transform_still_shows_torchvisions_warning_of_a_reversed_scale():
+    # only open_clip's "unused items" warning is silenced: a scale given as (max, min) is still warned of
+    with pytest.warns(UserWarning, match=r"^Scale and ratio should be of kind \(min, max\)$"):
+        transforms.train_transform(cfg(size=32), scale=(1.0, 0.5))
+
+
+def test_two_stage_equals_the_whole_for_a_mean_and_std_computed_with_numpy():
+    # a dataset's own statistics come as numpy float64 numbers: the batch is normalised in float32, as
+    # torchvision's Normalize does each image, so the result stays the same to the bit
+    imgs = np.random.default_rng(1).integers(0, 256, (4, 20, 30, 3), dtype=np.uint8)
+    pixels = imgs.reshape(-1, 3) / 255
+    own = PreprocessCfg(size=16, mean=tuple(pixels.mean(axis=0)), std=tuple(pixels.std(axis=0)))
+    assert isinstance(own.mean[0], np.float64) and isinstance(own.std[0], np.float64)
+    split, whole = transforms.eval_two_stage(own), transforms.eval_transform(own)
+    batch = split.normalise(torch.stack([split.to_uint8(img) for img in imgs]))
+    assert batch.dtype == torch.float32
+    assert torch.equal(batch, torch.stack([whole(img) for img in imgs]))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_normalise_runs_on_the_batchs_device():
     """Workers send CPU uint8, the batch is normalised where it lands (the GPU)."""

@@ -119,6 +119,8 @@ def test_weights_on_the_gpu_are_averaged_and_interpolated_on_the_cpu():
     the same numbers as from the CPU copies, on the CPU."""
     start, end = micro_state(0), micro_state(1)
     gpu_start, gpu_end = ({k: v.cuda() for k, v in s.items()} for s in (start, end))
+    copied = averaging.float32(gpu_start)
+    assert {v.device.type for v in copied.values()} == {"cpu"} and same_weights(copied, start)
     on_gpu = averaging.interpolate(gpu_start, gpu_end, 0.3)
     assert {v.device.type for v in on_gpu.values()} == {"cpu"}
     assert same_weights(on_gpu, averaging.interpolate(start, end, 0.3))
@@ -135,11 +137,11 @@ def test_a_mean_of_nothing_is_refused_in_words():
 
 def test_double_precision_checkpoints_are_averaged_in_float32_and_come_back_in_float64(tmp_path):
     """The arithmetic is float32 whatever the checkpoints hold: 1 + 2**-30 is 1 in float32 (23 bits
-    after the point), so the mean of 1 and 1 + 2**-30 is 1, and that of 3 and 4 is 3.5."""
-    a = {"w": torch.tensor([1.0, 3.0], dtype=torch.float64)}
-    b = {"w": torch.tensor([1.0 + 2**-30, 4.0], dtype=torch.float64)}
+    after the point), so the mean of 1 + 2**-30 and 1 is 1 in either order, and that of 3 and 4 is 3.5."""
+    a = {"w": torch.tensor([1.0 + 2**-30, 1.0, 3.0], dtype=torch.float64)}
+    b = {"w": torch.tensor([1.0, 1.0 + 2**-30, 4.0], dtype=torch.float64)}
     mean, _ = averaging.mean_of([save(tmp_path / "a.pt", a), save(tmp_path / "b.pt", b)], MICRO)
-    assert mean["w"].dtype == torch.float64 and mean["w"].tolist() == [1.0, 3.5]
+    assert mean["w"].dtype == torch.float64 and mean["w"].tolist() == [1.0, 1.0, 3.5]
 
 
 def test_an_in_place_mean_replaces_the_tensors_of_the_dict_it_was_given():

@@ -510,6 +510,24 @@ def test_open_clips_dict_output_gives_the_same_features_as_its_tuple(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(_features(as_dict), as_tuple, strict=True))
 
 
+def test_a_locked_resnet_image_tower_keeps_its_batch_norm_statistics_learning(tmp_path, monkeypatch):
+    """lock_image freezes the tower's weights only (open_clip's --lock-image without
+    --lock-image-freeze-bn-stats): a ResNet's batch norms still follow the training images."""
+    micro_rn = {"embed_dim": 64, "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8,
+                                                "head_width": 8},
+                "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1}}
+    monkeypatch.setitem(open_clip.factory._MODEL_CONFIGS, "kit-micro-rn", micro_rn)
+    cfg = tiny_cfg(tmp_path, model="kit-micro-rn", lock_image=True)
+    loop = TrainLoop(cfg, tmp_path / "run", make_table(tmp_path / "images"), None, None, None, False)
+    assert not any(p.requires_grad for p in loop.model.visual.parameters())
+    norms = [m for m in loop.model.visual.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = [m.running_mean.clone() for m in norms]
+    loop.model.train()
+    loop.model.visual(torch.rand(2, 3, 32, 32))
+    assert len(norms) == 19
+    assert not any(torch.equal(a, m.running_mean) for a, m in zip(before, norms, strict=True))
+
+
 def test_fp16s_loss_scaler_changes_no_update_and_is_saved(tmp_path, monkeypatch):
     """The scaler multiplies the loss by 2**16 and the gradients back by 2**-16 before the step: exact in
     float32, so the weights are those of a run without it. (A CPU GradScaler stands in for a GPU's fp16.)"""
