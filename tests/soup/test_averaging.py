@@ -159,3 +159,44 @@ def test_only_float_tensors_go_back_to_the_recorded_dtype():
     back = averaging.restore_dtypes(state, {"w": torch.float16, "ids": torch.int64})
     assert back["w"].dtype == torch.float16 and back["w"].tolist() == [1.5]
     assert back["ids"] is state["ids"]
+
+
+def test_weights_that_do_not_match_are_refused_with_the_whole_reason():
+    """Keys, shapes and float-ness must match (a float16 copy of float32 weights, or int32 ids for
+    int64, may be averaged); each refusal names the file, the key and what differs."""
+    reference = {"w": torch.zeros(2), "ids": torch.tensor([1, 2])}
+    averaging.check_compatible(reference, {"w": torch.zeros(2, dtype=torch.float16),
+                                           "ids": torch.tensor([1, 2], dtype=torch.int32)}, "b.pt")
+    unlike = "not the same model as the weights it is averaged with"
+    for other, reason in (
+            ({"w": torch.zeros(2)}, f"b.pt lacks key 'ids': {unlike}"),
+            ({**reference, "x": torch.zeros(1)}, f"b.pt has an extra key 'x': {unlike}"),
+            ({**reference, "w": torch.zeros(3)},
+             f"b.pt: 'w' is torch.float32 (3,), not torch.float32 (2,): {unlike}"),
+            ({**reference, "ids": torch.tensor([1.0, 2.0])},
+             f"b.pt: 'ids' is torch.float32 (2,), not torch.int64 (2,): {unlike}")):
+        with pytest.raises(AveragingError) as refused:
+            averaging.check_compatible(reference, other, "b.pt")
+        assert str(refused.value) == reason
+
+
+def test_a_checkpoint_is_read_with_its_digest_and_epoch_or_refused_in_words(tmp_path):
+    """A checkpoint without a sidecar (saved by torch.save, its sha256 in its name, hub style) is recorded
+    with its file's sha256; one that names no model is taken, one of another model or without a
+    state_dict is refused saying so."""
+    state = {"w": torch.tensor([1.0])}
+    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "saved.pt")
+    bare = tmp_path / f"epoch_3-{sha256_file(tmp_path / 'saved.pt')}.pt"
+    (tmp_path / "saved.pt").rename(bare)
+    weights_read, ingredient = averaging.read_weights(bare, MICRO)
+    assert same_weights(weights_read, state)
+    assert ingredient.record() == {"file": bare.name, "sha256": sha256_file(bare), "epoch": 3}
+    other = save(tmp_path / "other.pt", state, name="ViT-B-32")
+    with pytest.raises(AveragingError) as refused:
+        averaging.read_weights(other, MICRO)
+    assert str(refused.value) == f"{other} holds a ViT-B-32 model, not model={MICRO}: not this run's weights"
+    no_weights = tmp_path / "no_weights.pt"
+    save_checkpoint(no_weights, {"name": MICRO, "weights": state})
+    with pytest.raises(AveragingError) as refused:
+        averaging.read_weights(no_weights, MICRO)
+    assert str(refused.value) == f"{no_weights} holds no state_dict: not a checkpoint of this kit"

@@ -22,6 +22,7 @@ from lib.data.transforms import eval_transform
 from lib.errors import KitError
 from lib.model.checkpoints import load_checkpoint, save_checkpoint
 from lib.model.factory import create_model, model_from_config
+from lib.train.data import EpochBatchSampler
 from lib.train.launch import train
 from lib.train.log import read_metrics
 from lib.train.loop import TrainingDiverged, TrainLoop, _features, evaluation_summary
@@ -250,10 +251,14 @@ def test_a_diverging_run_stops_at_once_and_saves_nothing_from_that_state(tmp_pat
     assert ckpt["step"] == 1 and all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
 
 
-def test_max_steps_cuts_the_last_epoch_short(tmp_path, capsys):
+def test_max_steps_cuts_the_last_epoch_short_and_a_quiet_run_reports_to_the_pipeline_only(
+        tmp_path, capsys, monkeypatch, recwarn):
+    monkeypatch.setenv("KIT_PROGRESS_LOG", str(tmp_path / "progress.log"))  # as the pipeline runs it
     table = make_table(tmp_path / "images")
     result = train(tiny_cfg(tmp_path, max_steps=6), tmp_path / "run", table, progress=False)
     assert capsys.readouterr() == ("", "")  # progress=False: no bar, no lines
+    assert [str(w.message) for w in recwarn] == []  # nor warnings (pinned memory asked for without a GPU)
+    assert (tmp_path / "progress.log").read_text().splitlines()[-1].startswith("training: 6/6 step (100 %), ")
     assert not (tmp_path / "run" / "metrics.jsonl").exists()  # nothing to evaluate with: no evaluations
     assert [p.name for p in result.checkpoints] == ["epoch_1.pt", "epoch_2.pt"]  # 4 steps, then 2
     assert load_checkpoint(result.checkpoints[-1])["step"] == 6
@@ -435,6 +440,27 @@ def test_a_resume_says_where_it_resumed_from_and_why_not_latest(reference, tmp_p
     shutil.copyfile(ckpts / "epoch_1.pt", elsewhere)
     shutil.copyfile(ckpts / "epoch_1.pt.sha256", tmp_path / "kept" / "epoch_1.pt.sha256")
     assert _resumed(reference, run, str(elsewhere))[1] == f"resumed from {elsewhere} at step 4 (epoch 1)"
+
+
+def test_a_resumed_runs_bar_starts_where_the_run_left_off(reference, tmp_path, capsys):
+    run = _run_copy(reference, tmp_path)
+    loop = TrainLoop(reference["cfg"], run, reference["table"], None, None, None, True, resume="latest")
+    loop.fit()  # latest.pt is the end: nothing left to train
+    err = capsys.readouterr().err
+    assert "training: 100%" in err and " 8/8 " in err and " 0/8 " not in err
+
+
+def test_an_epoch_reads_only_the_batches_its_steps_use(tmp_path):
+    """20 pairs in batches of 4, 2 batches a step: an epoch's 2 steps use 4 of its 5 full batches. With seed
+    1, image 13 falls in the unused fifth batch of both epochs: never read, it neither stops the run
+    (max_bad_image_fraction=0) nor is reported."""
+    table = make_table(tmp_path / "images", n=20)
+    unused = [{i for _, i in list(EpochBatchSampler(20, 4, 1, epoch))[4]} for epoch in (0, 1)]
+    assert unused[0] & unused[1] == {13}
+    Path(table.loc[13, "filepath"]).write_bytes(b"gone")
+    result = train(tiny_cfg(tmp_path, seed=1, accum_steps=2), tmp_path / "run", table, progress=False)
+    assert load_checkpoint(result.checkpoints[-1])["step"] == 4
+    assert "skipped bad image" not in (tmp_path / "run" / "out.log").read_text()
 
 
 def test_a_resume_refuses_another_models_checkpoint_or_another_epoch_length(reference, tmp_path):
