@@ -82,7 +82,7 @@ test: $(STAMP) ## run the whole test suite (unit tests, notebooks with papermill
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is broken (tests/ missing?)" >&2; fi; \
 	exit $$rc
 
-test-fast: $(STAMP) ## the unit tests without the slow ones (pipelines, notebooks, record, DDP): about 35 s
+test-fast: $(STAMP) ## the unit tests without the slow ones (pipelines, notebooks, record, DDP): about 45 s
 	@$(PY) -m pytest -m "not slow" -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is broken (tests/ missing?)" >&2; fi; \
 	exit $$rc
