@@ -16,6 +16,7 @@ import torch
 
 from lib import config, runs, steps
 from lib.eval.boards import split_boards
+from lib.eval.embedding_cache import CACHE_ENV
 from lib.eval.infer import SCORES_FILE, choose_checkpoint, infer
 from lib.files import sha256_file
 from lib.model.checkpoints import load_checkpoint, save_checkpoint
@@ -300,10 +301,13 @@ def test_a_greedy_soup_across_runs_names_each_ingredients_run(tmp_path):
         soup.make_soup(cfg.replace(soup="wise"), run_dir, scorer=table_scorer(table), foundation={})
 
 
-def test_the_selection_score_is_vals_and_board_as_official_map(tmp_path, gallery):
+def test_the_selection_score_is_vals_and_board_as_official_map(tmp_path, gallery, monkeypatch, capsys):
     """A hand-built prepared run on six images, scored by the real scorer: each val query's answers are all
     six images (mAP 1); on test, the A person query's answer is missing (0), every other query's answers
-    are all six (1), so board A scores 0.5 where all of test would score 0.75."""
+    are all six (1), so board A scores 0.5 where all of test would score 0.75. The model is built from
+    the checkpoint (pretrained weights moved since are not needed), quietly, and nothing is cached: every
+    candidate is other weights."""
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     data_root = tmp_path / "dataset"
     cfg, run_dir = make_run(tmp_path, {1: micro_state()}, topk=6, data_root=str(data_root))
     data = run_dir / "data"
@@ -325,6 +329,9 @@ def test_the_selection_score_is_vals_and_board_as_official_map(tmp_path, gallery
     checkpoint = run_dir / "checkpoints" / "epoch_1.pt"
     assert sorted(boards[:2]) == sorted(boards[2:]) == ["A", "B"]  # one query of each kind on A
     assert soup.selection_scorer(cfg, run_dir, checkpoint)(micro_state(1)) == {VAL_KEY: 1.0, A_KEY: 0.5}
+    moved = cfg.replace(pretrained=str(tmp_path / "moved.pt"))
+    assert soup.selection_scorer(moved, run_dir, checkpoint)(micro_state(1)) == {VAL_KEY: 1.0, A_KEY: 0.5}
+    assert capsys.readouterr() == ("", "") and not (tmp_path / "cache").exists()
     (data_root / "test" / "test_gt.txt").unlink()  # the real data: no test answers, val alone chooses
     assert soup.selection_scorer(cfg, run_dir, checkpoint)(micro_state(1)) == {VAL_KEY: 1.0}
 
