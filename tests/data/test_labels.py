@@ -301,6 +301,6 @@ def test_main_usage_says_what_the_file_and_the_flag_are(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert text.startswith("usage: python -m lib.data.labels [-h] [--queries] file ")
     assert "Label files, car vocabulary and query routing (the organisers' formats, read strictly)." in text
-    assert "read_labels" not in text  # the docstring's first line only
+    assert "comma-separated" not in text  # the docstring's first line only
     assert "file label file (image$attribute$text) or, with --queries, test_text.txt" in text
     assert "--queries FILE is a queries file (one text a line)" in text
