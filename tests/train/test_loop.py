@@ -20,6 +20,7 @@ from PIL import Image
 from lib.data.images import BadImage, TooManyBadImages, read_image
 from lib.data.transforms import eval_transform
 from lib.errors import KitError
+from lib.files import recorded_sha256, sha256_file
 from lib.model.checkpoints import load_checkpoint, save_checkpoint
 from lib.model.factory import create_model, model_from_config
 from lib.train.data import EpochBatchSampler
@@ -254,14 +255,17 @@ def test_a_diverging_run_stops_at_once_and_saves_nothing_from_that_state(tmp_pat
 def test_max_steps_cuts_the_last_epoch_short_and_a_quiet_run_reports_to_the_pipeline_only(
         tmp_path, capsys, monkeypatch, recwarn):
     monkeypatch.setenv("KIT_PROGRESS_LOG", str(tmp_path / "progress.log"))  # as the pipeline runs it
-    table = make_table(tmp_path / "images")
-    result = train(tiny_cfg(tmp_path, max_steps=6), tmp_path / "run", table, progress=False)
+    table, cfg = make_table(tmp_path / "images"), tiny_cfg(tmp_path, max_steps=6)
+    result = train(cfg, tmp_path / "run", table, progress=False)
     assert capsys.readouterr() == ("", "")  # progress=False: no bar, no lines
     assert [str(w.message) for w in recwarn] == []  # nor warnings (pinned memory asked for without a GPU)
     assert (tmp_path / "progress.log").read_text().splitlines()[-1].startswith("training: 6/6 step (100 %), ")
     assert not (tmp_path / "run" / "metrics.jsonl").exists()  # nothing to evaluate with: no evaluations
     assert [p.name for p in result.checkpoints] == ["epoch_1.pt", "epoch_2.pt"]  # 4 steps, then 2
-    assert load_checkpoint(result.checkpoints[-1])["step"] == 6
+    last = load_checkpoint(result.checkpoints[-1])
+    assert last["step"] == 6 and last["config"] == cfg.to_dict() and last["world_size"] == 1
+    latest = tmp_path / "run" / "checkpoints" / "latest.pt"  # the last save's second name: the same bytes
+    assert recorded_sha256(latest) == sha256_file(latest) == sha256_file(result.checkpoints[-1])
     assert "cut at step 6 (max_steps)" in (tmp_path / "run" / "out.log").read_text()
 
 
