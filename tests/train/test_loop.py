@@ -4,6 +4,7 @@ One reference run (2 epochs, tests/train/conftest.py) is shared by the tests tha
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -191,7 +192,8 @@ def test_when_the_other_process_diverges_this_one_stops_too(tmp_path, monkeypatc
 # ------------------------------------------------------------------- accumulation, options
 
 def test_accumulation_gives_the_full_batch_gradient(tmp_path):
-    """accum 2 x batch 2 == batch 4 (open_clip's feature caching: the loss sees all 4 pairs)."""
+    """accum 2 x batch 2 == batch 4 (open_clip's feature caching: the loss sees all 4 pairs), and so do
+    passes of 2, 1 and 1: the temperature's gradient is taken once, not once a pass before the last."""
     table = make_table(tmp_path / "images", n=8)
     loop = TrainLoop(tiny_cfg(tmp_path), tmp_path / "run", table, None, None, None, False)
     batch = loop.collate([loop.dataset[(0, i)] for i in range(4)])
@@ -203,10 +205,37 @@ def test_accumulation_gives_the_full_batch_gradient(tmp_path):
     loss_full = loop._optimizer_step([(images, texts)])
     loss_accum = loop._optimizer_step([(images[:2], texts[:2]), (images[2:], texts[2:])])
     loop._optimizer_step([(images[:2], texts[:2])])  # a batch of 2 alone: another gradient
+    loop._optimizer_step([(images[:2], texts[:2]), (images[2:3], texts[2:3]), (images[3:], texts[3:])])
     assert loss_accum == pytest.approx(loss_full.item(), rel=1e-5)
     assert all(torch.allclose(grads[0][n], grads[1][n], rtol=1e-4, atol=1e-5) for n in grads[0])
     assert not all(torch.allclose(grads[0][n], grads[2][n], rtol=1e-4, atol=1e-5) for n in grads[0])
-    assert passes == [4, 2, 2, 2, 2, 2]  # one pass a batch, and with accumulation one without gradients first
+    assert all(torch.allclose(grads[0][n], grads[3][n], rtol=1e-4, atol=1e-5) for n in grads[0])
+    # one pass a batch, and with accumulation one without gradients first
+    assert passes == [4, 2, 2, 2, 2, 2, 2, 1, 1, 2, 1, 1]
+
+
+def test_two_processes_sync_the_accumulated_gradients_once_after_the_last_pass(tmp_path, monkeypatch):
+    """DDP all-reduces the gradients in a backward outside `no_sync()`: the passes before the last add to
+    them locally, the last one syncs the sum (a sync earlier would leave the later passes unsynced)."""
+    loop = _two_process_loop(tmp_path, monkeypatch, torch.tensor(0.0), torch.tensor(0.0))  # finite, finite
+    batch = loop.collate([loop.dataset[(0, i)] for i in range(4)])
+    images, texts, model, synced, held = batch["images"], batch["texts"], loop.model, [], []
+
+    class Ddp:
+        def __call__(self, images, texts):
+            if torch.is_grad_enabled():
+                synced.append(not held)
+            return model(images, texts)
+
+        @contextlib.contextmanager
+        def no_sync(self):
+            held.append(True)
+            yield
+            held.pop()
+
+    loop.forward_model = Ddp()
+    loop._optimizer_step([(images[:2], texts[:2]), (images[2:3], texts[2:3]), (images[3:], texts[3:])])
+    assert synced == [False, False, True]
 
 
 def test_bf16_grad_checkpointing_and_locked_image_tower(tmp_path):
