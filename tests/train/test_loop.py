@@ -24,6 +24,7 @@ from lib.errors import KitError
 from lib.files import recorded_sha256, sha256_file
 from lib.model.checkpoints import load_checkpoint, save_checkpoint
 from lib.model.factory import create_model, model_from_config
+from lib.progress import bar as progress_bar
 from lib.train.data import EpochBatchSampler
 from lib.train.launch import train
 from lib.train.log import read_metrics
@@ -296,6 +297,65 @@ def test_max_steps_cuts_the_last_epoch_short_and_a_quiet_run_reports_to_the_pipe
     latest = tmp_path / "run" / "checkpoints" / "latest.pt"  # the last save's second name: the same bytes
     assert recorded_sha256(latest) == sha256_file(latest) == sha256_file(result.checkpoints[-1])
     assert "cut at step 6 (max_steps)" in (tmp_path / "run" / "out.log").read_text()
+
+
+class _Mirror:
+    """torch.distributed where the other process does what this one does: all_reduce keeps the tensor,
+    all_gather_object gathers this process's object twice, barrier returns."""
+
+    ReduceOp = torch.distributed.ReduceOp
+
+    def all_reduce(self, tensor, op=None):
+        pass
+
+    def all_gather_object(self, out, obj):
+        out[:] = [obj] * len(out)
+
+    def barrier(self):
+        pass
+
+
+def test_rank_0_of_2_logs_both_processes_samples_a_second(tmp_path, monkeypatch):
+    """A step of rank 0 of 2 is 2 x 4 pairs: with the clock standing still (the 1e-9 s floor) the line says
+    8e9 samples/s. (The batches are this process's alone, as one process would read them.)"""
+    loop = TrainLoop(tiny_cfg(tmp_path, stop_epoch=1, log_every=1), tmp_path / "run",
+                     make_table(tmp_path / "images"), None, None, None, False)
+    loop.world = 2
+    monkeypatch.setattr("lib.train.loop.dist", _Mirror())
+    monkeypatch.setattr("lib.train.loop.time", _Clock())
+    one_process = EpochBatchSampler
+    monkeypatch.setattr("lib.train.loop.EpochBatchSampler",
+                        lambda *args, rank, world_size, **kwargs: one_process(*args, **kwargs))
+    loop.fit()
+    rates = {line.split(" samples/s ")[1] for line in _log(tmp_path / "run") if line.startswith("step ")}
+    assert rates == {"8000000000.0"}
+
+
+def test_rank_1_of_2_reads_its_own_shard_and_reports_nothing_to_the_pipeline(tmp_path, monkeypatch):
+    """Rank 1's sampler is given its rank and the world size; its bar is not reported (rank 0's is), and
+    a bar that is shown follows the terminal's width as it is resized (tqdm's dynamic_ncols)."""
+    loop = _two_process_loop(tmp_path, monkeypatch)
+    loop.rank, loop.main = 1, False
+    monkeypatch.setattr("lib.train.loop.dist", _Mirror())
+    made = {}
+
+    class Stop(Exception):
+        pass
+
+    def bar(**kwargs):
+        made["bar"] = kwargs
+        return progress_bar(**kwargs)
+
+    def sampler(*args, **kwargs):
+        made["sampler"] = kwargs
+        raise Stop
+
+    monkeypatch.setattr("lib.train.loop.progress_bar", bar)
+    monkeypatch.setattr("lib.train.loop.EpochBatchSampler", sampler)
+    with pytest.raises(Stop):
+        loop.fit()
+    assert (made["bar"]["report"], made["bar"]["show"], made["bar"]["dynamic_ncols"]) == (False, False, True)
+    assert (made["sampler"]["rank"], made["sampler"]["world_size"]) == (1, 2)
 
 
 def test_evaluation_summary_is_one_line_for_the_person_watching():
