@@ -305,6 +305,9 @@ class _Mirror:
 
     ReduceOp = torch.distributed.ReduceOp
 
+    def __init__(self):
+        self.barriers = 0
+
     def all_reduce(self, tensor, op=None):
         pass
 
@@ -312,23 +315,54 @@ class _Mirror:
         out[:] = [obj] * len(out)
 
     def barrier(self):
-        pass
+        self.barriers += 1
 
 
 def test_rank_0_of_2_logs_both_processes_samples_a_second(tmp_path, monkeypatch):
     """A step of rank 0 of 2 is 2 x 4 pairs: with the clock standing still (the 1e-9 s floor) the line says
-    8e9 samples/s. (The batches are this process's alone, as one process would read them.)"""
+    8e9 samples/s. (The batches are this process's alone, as one process would read them.) The processes
+    meet after each evaluation (epochs 0 and 1) and at the end, after rank 0's last save."""
     loop = TrainLoop(tiny_cfg(tmp_path, stop_epoch=1, log_every=1), tmp_path / "run",
                      make_table(tmp_path / "images"), None, None, None, False)
-    loop.world = 2
-    monkeypatch.setattr("lib.train.loop.dist", _Mirror())
+    loop.world, group = 2, _Mirror()
+    monkeypatch.setattr("lib.train.loop.dist", group)
     monkeypatch.setattr("lib.train.loop.time", _Clock())
     one_process = EpochBatchSampler
     monkeypatch.setattr("lib.train.loop.EpochBatchSampler",
                         lambda *args, rank, world_size, **kwargs: one_process(*args, **kwargs))
     loop.fit()
     rates = {line.split(" samples/s ")[1] for line in _log(tmp_path / "run") if line.startswith("step ")}
-    assert rates == {"8000000000.0"}
+    assert rates == {"8000000000.0"} and group.barriers == 3
+
+
+class _Group(_Mirror):
+    """An initialised process group of 2, as rank 1 sees it."""
+
+    def is_initialized(self):
+        return True
+
+    def get_rank(self):
+        return 1
+
+    def get_world_size(self):
+        return 2
+
+
+def test_a_loop_in_a_process_group_takes_its_rank_world_and_local_device_and_wraps_the_model(tmp_path,
+                                                                                             monkeypatch):
+    """In a group of 2 (torchrun's LOCAL_RANK=1): rank 1, not the main process, its device chosen by the local
+    rank, the model wrapped in DDP (on the CPU, no device ids) and the epoch's batches halved."""
+    monkeypatch.setattr("lib.train.loop.dist", _Group())
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    devices, wrapped = [], []
+    monkeypatch.setattr("lib.train.loop.resolve_device",
+                        lambda name, local_rank: devices.append((name, local_rank)) or torch.device("cpu"))
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel",
+                        lambda model, **options: wrapped.append(options) or model)
+    loop = TrainLoop(tiny_cfg(tmp_path), tmp_path / "run", make_table(tmp_path / "images"), None, None, None,
+                     False)
+    assert (loop.rank, loop.world, loop.main, loop.steps_per_epoch) == (1, 2, False, 2)  # 16 / 2 / 4
+    assert devices == [("cpu", 1)] and wrapped == [{"device_ids": None, "broadcast_buffers": False}]
 
 
 def test_rank_1_of_2_reads_its_own_shard_and_reports_nothing_to_the_pipeline(tmp_path, monkeypatch):
