@@ -17,14 +17,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch.amp import GradScaler
 
 from lib.data.images import BadImage, TooManyBadImages, read_image
-from lib.data.transforms import eval_transform
+from lib.data.transforms import eval_transform, train_two_stage
 from lib.errors import KitError
 from lib.files import recorded_sha256, sha256_file
 from lib.model.checkpoints import load_checkpoint, save_checkpoint
 from lib.model.factory import create_model, model_from_config
 from lib.progress import bar as progress_bar
+from lib.progress import write as progress_write
 from lib.train.data import EpochBatchSampler
 from lib.train.launch import train
 from lib.train.log import read_metrics
@@ -363,6 +365,24 @@ def test_a_loop_in_a_process_group_takes_its_rank_world_and_local_device_and_wra
                      False)
     assert (loop.rank, loop.world, loop.main, loop.steps_per_epoch) == (1, 2, False, 2)  # 16 / 2 / 4
     assert devices == [("cpu", 1)] and wrapped == [{"device_ids": None, "broadcast_buffers": False}]
+    assert loop.forward_model is loop.model and not loop.log.enabled and loop.log.echo is progress_write
+    loss = loop.loss_fn  # each process's features against the gathered ones, with their gradients
+    assert (loss.local_loss, loss.gather_with_grad, loss.cache_labels, loss.rank, loss.world_size) == (
+        True, True, True, 1, 2)
+
+
+def test_the_datasets_draw_from_the_runs_seed_and_the_options_reach_the_model(tmp_path, monkeypatch):
+    """seed 3: the training and val datasets' augmentation draws; the jitter's probability reaches the
+    training transform; grad_checkpointing turns on open_clip's checkpointing in both towers."""
+    stages = []
+    monkeypatch.setattr("lib.train.loop.train_two_stage",
+                        lambda pre, **options: stages.append(options) or train_two_stage(pre, **options))
+    table = make_table(tmp_path / "images")
+    cfg = tiny_cfg(tmp_path, seed=3, photometric_jitter_prob=0.5, grad_checkpointing=True)
+    loop = TrainLoop(cfg, tmp_path / "run", table, table, None, None, False)
+    assert (loop.dataset.seed, loop.val_loader.dataset.seed) == (3, 3)
+    assert stages == [{"photometric_jitter": [0.3, 0.4, 0.3, 0.0], "photometric_jitter_prob": 0.5}]
+    assert loop.model.visual.transformer.grad_checkpointing and loop.model.transformer.grad_checkpointing
 
 
 def test_rank_1_of_2_reads_its_own_shard_and_reports_nothing_to_the_pipeline(tmp_path, monkeypatch):
@@ -687,8 +707,11 @@ def test_fp16s_loss_scaler_changes_no_update_and_is_saved(tmp_path, monkeypatch)
     table = make_table(tmp_path / "images")
     cfg = tiny_cfg(tmp_path, stop_epoch=1)
     plain = load_checkpoint(train(cfg, tmp_path / "plain", table, progress=False).checkpoints[0])
-    monkeypatch.setattr("lib.train.loop.create_scaler", lambda precision, device: torch.amp.GradScaler("cpu"))
+    asked = []
+    monkeypatch.setattr("lib.train.loop.create_scaler",
+                        lambda precision, device: asked.append((precision, device)) or GradScaler("cpu"))
     scaled = load_checkpoint(train(cfg, tmp_path / "scaled", table, progress=False).checkpoints[0])
+    assert asked == [("fp32", torch.device("cpu"))]  # the run's precision and device (auto: fp32 on the CPU)
     assert all(torch.equal(v, plain["state_dict"][k]) for k, v in scaled["state_dict"].items())
     assert plain["scaler"] is None
     assert scaled["scaler"] == {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5,
