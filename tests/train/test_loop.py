@@ -361,10 +361,18 @@ def test_a_loop_in_a_process_group_takes_its_rank_world_and_local_device_and_wra
                         lambda name, local_rank: devices.append((name, local_rank)) or torch.device("cpu"))
     monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel",
                         lambda model, **options: wrapped.append(options) or model)
+    built_on = []  # the model is made on this process's device, not the configured one
+
+    def build(cfg, checkpoint=None, device=None):
+        built_on.append(device)
+        return model_from_config(cfg, checkpoint, device)
+
+    monkeypatch.setattr("lib.train.loop.model_from_config", build)
     loop = TrainLoop(tiny_cfg(tmp_path), tmp_path / "run", make_table(tmp_path / "images"), None, None, None,
                      False)
     assert (loop.rank, loop.world, loop.main, loop.steps_per_epoch) == (1, 2, False, 2)  # 16 / 2 / 4
     assert devices == [("cpu", 1)] and wrapped == [{"device_ids": None, "broadcast_buffers": False}]
+    assert built_on == [torch.device("cpu")]
     assert loop.forward_model is loop.model and not loop.log.enabled and loop.log.echo is progress_write
     loss = loop.loss_fn  # each process's features against the gathered ones, with their gradients
     assert (loss.local_loss, loss.gather_with_grad, loss.cache_labels, loss.rank, loss.world_size) == (
