@@ -379,6 +379,18 @@ def test_a_loop_in_a_process_group_takes_its_rank_world_and_local_device_and_wra
         True, True, True, 1, 2)
 
 
+def test_a_single_process_trains_on_the_first_device_whatever_local_rank_its_environment_names(tmp_path,
+                                                                                              monkeypatch):
+    """Outside a process group the device index is 0, even where a launcher or scheduler left a local rank
+    in the environment (LOCAL_RANK, SLURM_LOCALID)."""
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    devices = []
+    monkeypatch.setattr("lib.train.loop.resolve_device",
+                        lambda name, local_rank: devices.append((name, local_rank)) or torch.device("cpu"))
+    TrainLoop(tiny_cfg(tmp_path), tmp_path / "run", make_table(tmp_path / "images"), None, None, None, False)
+    assert devices == [("cpu", 0)]
+
+
 def test_the_datasets_draw_from_the_runs_seed_and_the_options_reach_the_model(tmp_path, monkeypatch):
     """seed 3: the training and val datasets' augmentation draws; the jitter's probability reaches the
     training transform; grad_checkpointing turns on open_clip's checkpointing in both towers."""
