@@ -2,7 +2,7 @@
 
 For each file in `[tool.mutmut] only_mutate` (pyproject.toml): how many mutants mutmut made, how many the
 tests killed, how many survivors tests/mutation_equivalents.md lists as equivalent (a change no observable
-result can show) or as killed only on a GPU (its section "Not equivalent: ..."), and the score killed /
+result can show) or as showing only on a GPU (its section "Not equivalent: ..."), and the score killed /
 mutants. Every other survivor is listed with its change, and so is every entry of the equivalents file
 that no longer names a survivor (stale). Exit 1 when there is either: no unexplained survivor is the rule,
 not a goal. Mutants counted as killed because the tests ran past mutmut's time limit are named too.
@@ -34,7 +34,7 @@ def mutated_files(pyproject: Path = Path("pyproject.toml")) -> list[str]:
 
 def listed_equivalents(path: Path = EQUIVALENTS) -> tuple[set[str], set[str]]:
     """(equivalent, GPU only): the mutant names written in backticks in the equivalents file, those under
-    a heading that starts "## Not equivalent" (killed by a test that needs a GPU) apart."""
+    a heading that starts "## Not equivalent" (changes that show only on a GPU) apart."""
     equivalent, gpu_only, section = set(), set(), ""
     for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
         if line.startswith("## "):
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     total = {key: sum(row[key] for row in rows) for key in ("mutants", "killed", "equivalent", "gpu")}
     rows.append({"module": "all", **total})
     if args.markdown:
-        print("| module | mutants | killed | equivalent (listed) | killed only on a GPU (listed) | score |")
+        print("| module | mutants | killed | equivalent (listed) | shows only on a GPU (listed) | score |")
         print("|---|---:|---:|---:|---:|---:|")
     else:
         print(f"{'module':<26}{'mutants':>8}{'killed':>8}{'equiv.':>8}{'GPU':>5}{'score':>9}"
