@@ -320,14 +320,28 @@ class _Mirror:
         self.barriers += 1
 
 
+def _mirrored_loop(tmp_path, monkeypatch, **overrides) -> tuple[TrainLoop, _Mirror]:
+    """A loop built as one process, then told it is rank 0 of 2 whose other process mirrors it."""
+    loop = TrainLoop(tiny_cfg(tmp_path, **overrides), tmp_path / "run", make_table(tmp_path / "images"), None,
+                     None, None, False)
+    loop.world, group = 2, _Mirror()
+    monkeypatch.setattr("lib.train.loop.dist", group)
+    return loop, group
+
+
+def _recorded_devices(monkeypatch) -> list[tuple[str, int]]:
+    """The (device, local rank) pairs the loop asks resolve_device for; each answers the CPU."""
+    asked = []
+    monkeypatch.setattr("lib.train.loop.resolve_device",
+                        lambda name, local_rank: asked.append((name, local_rank)) or torch.device("cpu"))
+    return asked
+
+
 def test_rank_0_of_2_logs_both_processes_samples_a_second(tmp_path, monkeypatch):
     """A step of rank 0 of 2 is 2 x 4 pairs: with the clock standing still (the 1e-9 s floor) the line says
     8e9 samples/s. (The batches are this process's alone, as one process would read them.) The processes
     meet after each evaluation (epochs 0 and 1) and at the end, after rank 0's last save."""
-    loop = TrainLoop(tiny_cfg(tmp_path, stop_epoch=1, log_every=1), tmp_path / "run",
-                     make_table(tmp_path / "images"), None, None, None, False)
-    loop.world, group = 2, _Mirror()
-    monkeypatch.setattr("lib.train.loop.dist", group)
+    loop, group = _mirrored_loop(tmp_path, monkeypatch, stop_epoch=1, log_every=1)
     monkeypatch.setattr("lib.train.loop.time", _Clock())
     one_process = EpochBatchSampler
     monkeypatch.setattr("lib.train.loop.EpochBatchSampler",
@@ -356,9 +370,7 @@ def test_a_loop_in_a_process_group_takes_its_rank_world_and_local_device_and_wra
     rank, the model wrapped in DDP (on the CPU, no device ids) and the epoch's batches halved."""
     monkeypatch.setattr("lib.train.loop.dist", _Group())
     monkeypatch.setenv("LOCAL_RANK", "1")
-    devices, wrapped = [], []
-    monkeypatch.setattr("lib.train.loop.resolve_device",
-                        lambda name, local_rank: devices.append((name, local_rank)) or torch.device("cpu"))
+    devices, wrapped = _recorded_devices(monkeypatch), []
     monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel",
                         lambda model, **options: wrapped.append(options) or model)
     built_on = []  # the model is made on this process's device, not the configured one
@@ -384,9 +396,7 @@ def test_a_single_process_trains_on_the_first_device_whatever_local_rank_its_env
     """Outside a process group the device index is 0, even where a launcher or scheduler left a local rank
     in the environment (LOCAL_RANK, SLURM_LOCALID)."""
     monkeypatch.setenv("LOCAL_RANK", "1")
-    devices = []
-    monkeypatch.setattr("lib.train.loop.resolve_device",
-                        lambda name, local_rank: devices.append((name, local_rank)) or torch.device("cpu"))
+    devices = _recorded_devices(monkeypatch)
     TrainLoop(tiny_cfg(tmp_path), tmp_path / "run", make_table(tmp_path / "images"), None, None, None, False)
     assert devices == [("cpu", 0)]
 
@@ -408,9 +418,8 @@ def test_the_datasets_draw_from_the_runs_seed_and_the_options_reach_the_model(tm
 def test_rank_1_of_2_reads_its_own_shard_and_reports_nothing_to_the_pipeline(tmp_path, monkeypatch):
     """Rank 1's sampler is given its rank and the world size; its bar is not reported (rank 0's is), and
     a bar that is shown follows the terminal's width as it is resized (tqdm's dynamic_ncols)."""
-    loop = _two_process_loop(tmp_path, monkeypatch)
+    loop, _ = _mirrored_loop(tmp_path, monkeypatch)
     loop.rank, loop.main = 1, False
-    monkeypatch.setattr("lib.train.loop.dist", _Mirror())
     made = {}
 
     class Stop(Exception):
